@@ -1,0 +1,1 @@
+"""Dataset adapters (installed as ``bench.datasets``)."""
