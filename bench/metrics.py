@@ -44,8 +44,10 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> None:
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared error over all pixels and channels, computed exactly."""
     _check_pair(a, b)
-    diff = a.astype(np.int32) - b.astype(np.int32)
-    return float(np.einsum("ijk,ijk->", diff, diff, dtype=np.int64)) / diff.size
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        return cv2.norm(a, b, cv2.NORM_L2SQR) / a.size  # integer accumulation: exact
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    return float(np.einsum("ijk,ijk->", diff, diff)) / diff.size
 
 
 def psnr(a: np.ndarray, b: np.ndarray, max_val: float = 255.0) -> float:
@@ -76,48 +78,10 @@ def _valid_region(shape: tuple[int, ...]) -> tuple[slice, slice]:
     return rows, cols
 
 
-def _channel_means(x: np.ndarray) -> np.ndarray:
-    return np.asarray(cv2.mean(x)[:3], dtype=np.float64)
+_BLOCK_ROWS = 16  # rows per block in the pointwise stage: its arrays stay in cache
 
 
-def _ssim_terms(x: np.ndarray, y: np.ndarray, data_range: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean SSIM and contrast-structure terms of one scale.
-
-    ``x`` and ``y`` hold pixels minus ``_CENTRE``: variances and covariance do
-    not depend on the shift, the means get it added back. Arithmetic is in
-    place because at Kodak sizes memory traffic, not arithmetic, is the cost.
-    """
-    c1 = np.float32((_K1 * data_range) ** 2)
-    c2 = np.float32((_K2 * data_range) ** 2)
-    region = _valid_region(x.shape)
-    mu1, mu2 = _filter(x)[region], _filter(y)[region]
-    xx, yy, xy = _filter(x * x)[region], _filter(y * y)[region], _filter(x * y)[region]
-    tmp = mu1 * mu2
-    xy -= tmp  # sigma12
-    xy *= 2
-    xy += c2  # cs numerator
-    np.multiply(mu1, mu1, out=tmp)
-    xx -= tmp  # sigma1^2
-    xx += yy
-    np.multiply(mu2, mu2, out=tmp)
-    xx -= tmp  # sigma1^2 + sigma2^2
-    xx += c2
-    cs_map = np.divide(xy, xx, out=xy)
-    mu1 += _CENTRE
-    mu2 += _CENTRE
-    np.multiply(mu1, mu2, out=tmp)
-    tmp *= 2
-    tmp += c1  # luminance numerator
-    np.multiply(mu1, mu1, out=mu1)
-    np.multiply(mu2, mu2, out=mu2)
-    mu1 += mu2
-    mu1 += c1
-    tmp /= mu1
-    tmp *= cs_map  # ssim map
-    return _channel_means(tmp), _channel_means(cs_map)
-
-
-def _avg_pool2(x: np.ndarray) -> np.ndarray:
+def _pooled(x: np.ndarray) -> np.ndarray:
     """2x2 average pooling as ``F.avg_pool2d(x, 2, padding=size % 2)``.
 
     An odd dimension is zero-padded by one on both sides and the zeros count in
@@ -131,33 +95,104 @@ def _avg_pool2(x: np.ndarray) -> np.ndarray:
     return cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA)
 
 
-def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
-    """MS-SSIM of two RGB images, equal to ``pytorch_msssim.ms_ssim`` on them.
+def _ssim_and_cs(
+    x: np.ndarray, mu_x: np.ndarray, xx: np.ndarray, xy: np.ndarray, mu_y: np.ndarray, yy: np.ndarray, c1: float,
+    c2: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel means of the SSIM and contrast-structure maps of one scale.
 
-    Raises ``ValueError`` for images whose shorter side is at most 160 pixels,
-    the smallest size five scales of an 11-tap window allow.
+    Inputs are Gaussian-filtered planes of pixels shifted by ``-_CENTRE``; with
+    a = mu_x mu_y, s = mu_x^2 + mu_y^2 and p = 2 * 128 (mu_x + mu_y) + 2 * 128^2
+    (what the shift takes out of the unshifted products), the luminance term is
+    (2a + p + C1) / (s + p + C1) and the contrast-structure term
+    (2(xy - a) + C2) / (xx + yy - s + C2). The pointwise work runs over blocks
+    of rows so its temporaries stay in cache: at Kodak sizes memory traffic,
+    not arithmetic, is the cost.
     """
+    rows, cols = _valid_region(x.shape)
+    r0, r1 = rows.start or 0, rows.stop if rows.stop is not None else x.shape[0]
+    sum_ssim = np.zeros(3, dtype=np.float64)
+    sum_cs = np.zeros(3, dtype=np.float64)
+    centre2 = np.float32(2 * float(_CENTRE))
+    offset = np.float32(2 * float(_CENTRE) ** 2 + c1)
+    for top in range(r0, r1, _BLOCK_ROWS):
+        blk = (slice(top, min(top + _BLOCK_ROWS, r1)), cols)
+        mx, my = mu_x[blk], mu_y[blk]
+        a = mx * my
+        s = mx * mx
+        s += my * my
+        p = mx + my
+        p *= centre2
+        p += offset  # p + C1
+        lum = a * 2
+        lum += p
+        p += s
+        lum /= p
+        cs = xy[blk] - a
+        cs *= 2
+        cs += c2
+        den = xx[blk] + yy[blk]
+        den -= s
+        den += c2
+        cs /= den
+        sum_cs += cv2.sumElems(cs)[:3]  # double accumulation
+        lum *= cs
+        sum_ssim += cv2.sumElems(lum)[:3]
+    count = (r1 - r0) * len(range(*cols.indices(x.shape[1])))
+    return sum_ssim / count, sum_cs / count
+
+
+class MSSSIM:
+    """MS-SSIM against one reference image, equal to ``pytorch_msssim.ms_ssim``.
+
+    The reference's pyramid and its filtered planes are computed once, so
+    scoring many reconstructions of one image (a rate sweep) costs about half.
+    Raises ``ValueError`` for images whose shorter side is at most 160 pixels,
+    the smallest size that five scales of an 11-tap window allow.
+    """
+
+    def __init__(self, reference: np.ndarray, data_range: float = 255.0):
+        if reference.ndim != 3 or reference.shape[2] != 3:
+            raise ValueError(f"expected H x W x 3 RGB arrays, got shape {reference.shape}")
+        smaller = min(reference.shape[:2])
+        needed = (_WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
+        if smaller <= needed:
+            raise ValueError(
+                f"MS-SSIM needs images whose shorter side exceeds {needed} pixels, "
+                f"got {reference.shape[1]}x{reference.shape[0]}"
+            )
+        self.shape = reference.shape
+        self.c1 = np.float32((_K1 * data_range) ** 2)
+        self.c2 = np.float32((_K2 * data_range) ** 2)
+        self._levels = []  # per scale: (shifted y, filtered y, filtered y*y)
+        y = reference.astype(np.float32) - _CENTRE
+        for level in range(len(MS_SSIM_WEIGHTS)):
+            self._levels.append((y, _filter(y), _filter(y * y)))
+            if level < len(MS_SSIM_WEIGHTS) - 1:
+                y = _pooled(y)
+
+    def __call__(self, distorted: np.ndarray) -> float:
+        if distorted.shape != self.shape:
+            raise ValueError(f"images differ in shape: {distorted.shape} vs {self.shape}")
+        x = distorted.astype(np.float32) - _CENTRE
+        levels = len(MS_SSIM_WEIGHTS)
+        factors = []
+        for level, (y, mu_y, yy) in enumerate(self._levels):
+            ssim_c, cs_c = _ssim_and_cs(x, _filter(x), _filter(x * x), _filter(x * y), mu_y, yy, self.c1, self.c2)
+            if level < levels - 1:
+                factors.append(np.maximum(cs_c, 0.0))
+                x = _pooled(x)
+            else:
+                factors.append(np.maximum(ssim_c, 0.0))
+        stacked = np.stack(factors)  # (levels, channels)
+        weights = np.asarray(MS_SSIM_WEIGHTS)[:, None]
+        return float(np.prod(stacked**weights, axis=0).mean())
+
+
+def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
+    """MS-SSIM of two RGB images (symmetric), equal to ``pytorch_msssim.ms_ssim``."""
     _check_pair(a, b)
-    smaller = min(a.shape[:2])
-    needed = (_WIN_SIZE - 1) * 2 ** (len(MS_SSIM_WEIGHTS) - 1)
-    if smaller <= needed:
-        raise ValueError(
-            f"MS-SSIM needs images whose shorter side exceeds {needed} pixels, got {a.shape[1]}x{a.shape[0]}"
-        )
-    x = a.astype(np.float32) - _CENTRE
-    y = b.astype(np.float32) - _CENTRE
-    levels = len(MS_SSIM_WEIGHTS)
-    factors = []
-    for level in range(levels):
-        ssim_c, cs_c = _ssim_terms(x, y, data_range)
-        if level < levels - 1:
-            factors.append(np.maximum(cs_c, 0.0))
-            x, y = _avg_pool2(x), _avg_pool2(y)
-        else:
-            factors.append(np.maximum(ssim_c, 0.0))
-    stacked = np.stack(factors)  # (levels, channels)
-    weights = np.asarray(MS_SSIM_WEIGHTS)[:, None]
-    return float(np.prod(stacked**weights, axis=0).mean())
+    return MSSSIM(b, data_range)(a)
 
 
 def ms_ssim_db(value: float) -> float:

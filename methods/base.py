@@ -72,6 +72,9 @@ class Method(abc.ABC):
     family: ClassVar[Family]
     #: whether the codec runs in torch (the runner then avoids forking workers)
     uses_torch: ClassVar[bool] = False
+    #: what ``bpp`` is: "bitstream" = size of real entropy-coded bytes; a method
+    #: that can only estimate rate from likelihoods must say "likelihood"
+    bpp_source: ClassVar[str] = "bitstream"
 
     def __init__(self, name: str, rates: Sequence[Any], description: str = "", **options: Any):
         if not rates:

@@ -36,8 +36,8 @@ class PillowCodec(Method):
     def unavailable_reason(self) -> str | None:
         from PIL import features
 
-        codec = {"JPEG": "jpg", "WEBP": "webp"}.get(self.format.upper())
-        if codec and not features.check_codec(codec) and not features.check_module(codec):
+        feature = {"JPEG": "jpg", "WEBP": "webp"}.get(self.format.upper())
+        if feature and not features.check(feature):
             return f"this Pillow ({PIL.__version__}) was built without {self.format} support"
         return None
 

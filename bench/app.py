@@ -1,0 +1,107 @@
+"""The Hydra application behind ``python -m bench run``: config in, results out."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bench import provenance
+from bench.datasets.base import DatasetUnavailable, ImageDataset
+from bench.methods.base import Method, MethodUnavailable
+from bench.runner import run_sweep
+from bench.store import RunStore, aggregate, compressai_json, write_outputs
+
+log = logging.getLogger("bench")
+
+#: bump when a change to the harness changes the numbers rows hold
+MEASUREMENT_VERSION = 1
+#: method options that do not change what one (sample, rate) row measures
+_NOT_HASHED = ("rates", "description", "name")
+
+
+class UserError(RuntimeError):
+    """A problem the user can fix; printed as one message, no traceback."""
+
+
+def row_config_hash(method_cfg: dict[str, Any], metrics: list[str]) -> str:
+    """Hash of everything that decides a row's numbers (not the rate list)."""
+    relevant = {k: v for k, v in method_cfg.items() if k not in _NOT_HASHED}
+    return provenance.config_hash({"method": relevant, "metrics": metrics, "version": MEASUREMENT_VERSION})
+
+
+def format_table(table, name: str, dataset: str) -> str:
+    shown = table.copy()
+    return f"{name} on {dataset}\n" + shown.to_string(
+        index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan"
+    )
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Run one (method, dataset) sweep from a composed config; returns a summary."""
+    method: Method = instantiate(cfg.method)
+    dataset: ImageDataset = instantiate(cfg.dataset)
+    reason = method.unavailable_reason()
+    if reason:
+        raise UserError(f"method {method.name!r} cannot run here: {reason}")
+    try:
+        samples = dataset.samples()
+    except DatasetUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    if cfg.limit is not None:
+        samples = samples[: int(cfg.limit)]
+    metrics = list(cfg.metrics)
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    chash = row_config_hash(method_cfg, metrics)
+    store = RunStore(cfg.results_dir, dataset.name, method.name, chash)
+    store.write_config({"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics})
+    log.info("%s (%s) on %s: %d samples x %d rates", method.name, method.family.value, dataset.describe(),
+             len(samples), len(method.rates))
+    try:
+        stats = run_sweep(
+            method, dataset, store, metrics=metrics, workers=int(cfg.workers),
+            resume=bool(cfg.resume), progress=bool(cfg.progress), samples=samples,
+        )
+    except MethodUnavailable as exc:
+        raise UserError(str(exc)) from exc
+    wanted = {s.id for s in samples}
+    rows = store.sample_table()
+    rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
+    table = aggregate(rows, method.rates)
+    failures = [] if rows.empty or "error" not in rows else (
+        rows[rows["error"].notna()][["sample", "rate", "error"]].to_dict("records")
+    )
+    meta = {
+        "bpp_source": method.bpp_source,
+        "family": method.family.value,
+        "method": method.name,
+        "dataset": dataset.name,
+        "dataset_description": dataset.describe(),
+        "samples": len(samples),
+        "failures": failures,
+        "config": {"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics},
+        "config_hash": chash,
+        "rows": str(store.rows_path),
+        "codec_versions": method.versions(),
+        "provenance": provenance.provenance(),
+    }
+    write_outputs(store, compressai_json(method.name, method.description, table, meta), table)
+    print(format_table(table, method.name, dataset.name))
+    if failures:
+        print(f"{len(failures)} (sample, rate) pairs failed; see meta.failures in {store.json_path}")
+    log.info("results: %s (rows: %s)", store.json_path, store.rows_path)
+    return {"json": str(store.json_path), **stats}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://bench.conf", config_name="config")
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return run_job(cfg)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,77 @@
+"""``python -m bench <command>``: run, list, fetch, report.
+
+``run`` hands its arguments to Hydra (overrides, ``-m`` multirun, ``--cfg``);
+the others are plain argparse commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+USAGE = """usage: python -m bench <command> [args]
+
+commands:
+  run [overrides]     sweep a method over a dataset (Hydra overrides, -m for multirun)
+                      e.g. python -m bench run method=webp dataset=kodak
+  list                methods, codecs, datasets and tasks, and whether each can run here
+  fetch DATASET       download a dataset from its official source (checksums verified)
+  report              RD table and plot from a results folder
+
+python -m bench <command> --help for details.
+"""
+
+
+def _cmd_run(argv: list[str]) -> int:
+    from bench.app import hydra_main
+
+    sys.argv = [f"{sys.argv[0]} run", *argv]
+    hydra_main()
+    return 0
+
+
+def _cmd_list(argv: list[str]) -> int:
+    from bench.catalog import print_catalog
+
+    parser = argparse.ArgumentParser(prog="python -m bench list", description="what can run on this machine")
+    parser.add_argument("--data-root", default=None, help="dataset root to check (default: $HMC_BENCH_DATA or ./data)")
+    args = parser.parse_args(argv)
+    print_catalog(data_root=args.data_root)
+    return 0
+
+
+def _cmd_fetch(argv: list[str]) -> int:
+    from bench.fetch import FETCHERS, FetchError, fetch
+
+    parser = argparse.ArgumentParser(prog="python -m bench fetch", description="download a dataset")
+    parser.add_argument("dataset", choices=sorted(FETCHERS))
+    parser.add_argument("--root", default=None, help="target folder (default: <data_root>/<dataset>)")
+    args = parser.parse_args(argv)
+    try:
+        path = fetch(args.dataset, args.root)
+    except FetchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset}: ready in {path}")
+    return 0
+
+
+def _cmd_report(argv: list[str]) -> int:
+    from bench.report import main as report_main
+
+    return report_main(argv)
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "fetch": _cmd_fetch, "report": _cmd_report}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    raise SystemExit(COMMANDS[command](rest))

@@ -1,0 +1,172 @@
+"""The results store: per-sample rows, per-rate aggregates, CompressAI-style JSON.
+
+Layout under the results root::
+
+    <dataset>/<method>/<config-hash>/rows.jsonl   one line per (sample, rate point)
+    <dataset>/<method>/<config-hash>/config.json  the resolved config of those rows
+    <dataset>/<method>.json                       CompressAI results format + ``meta``
+    <dataset>/<method>.csv                        the per-rate aggregate table
+
+``rows.jsonl`` is the resume log: a line is appended (and flushed to disk) as
+soon as its sample finishes, so a killed run loses at most the samples in
+flight; a torn last line is ignored on reading. Everything else is written
+atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+#: per-sample columns averaged into the aggregate, in CompressAI's key names
+AVERAGED = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: store them as null (with a note elsewhere)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class RunStore:
+    """Rows of one (dataset, method, config hash) and the files derived from them."""
+
+    def __init__(self, root: str | Path, dataset: str, method: str, config_hash: str):
+        self.root = Path(root)
+        self.dataset = dataset
+        self.method = method
+        self.config_hash = config_hash
+        self.run_dir = self.root / dataset / method / config_hash
+        self.rows_path = self.run_dir / "rows.jsonl"
+        self.json_path = self.root / dataset / f"{method}.json"
+        self.csv_path = self.root / dataset / f"{method}.csv"
+
+    # --- rows ----------------------------------------------------------------
+    def read_rows(self) -> list[dict[str, Any]]:
+        """All complete rows written so far (a torn last line is skipped)."""
+        if not self.rows_path.exists():
+            return []
+        rows = []
+        with self.rows_path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break  # torn write of a killed run
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        return rows
+
+    def done_keys(self) -> set[tuple[str, str]]:
+        """(sample, rate) pairs already measured without error: not redone on resume."""
+        return {(r["sample"], str(r["rate"])) for r in self.read_rows() if not r.get("error")}
+
+    def _drop_torn_tail(self) -> None:
+        """Cut a partial last line left by a killed run, so the next append starts clean."""
+        if not self.rows_path.exists():
+            return
+        with self.rows_path.open("rb+") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            fh.seek(size - 1)
+            if fh.read(1) == b"\n":
+                return
+            fh.seek(0)
+            data = fh.read()
+            fh.truncate(data.rfind(b"\n") + 1)
+
+    def append_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._drop_torn_tail()
+        # rows keep inf (the PSNR of a lossless decode); JSON lines read back by Python
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        with self.rows_path.open("a", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
+
+    # --- tables --------------------------------------------------------------
+    def sample_table(self) -> pd.DataFrame:
+        """Per-sample rows; a (sample, rate) measured twice keeps its latest row."""
+        rows = self.read_rows()
+        if not rows:
+            return pd.DataFrame()
+        df = pd.DataFrame(rows)
+        return df.drop_duplicates(subset=["sample", "rate"], keep="last").reset_index(drop=True)
+
+
+def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
+    """Mean over samples per rate point, in the method's rate order.
+
+    Failed samples are left out of the means and counted in ``n_failed``; a
+    metric undefined for a sample (MS-SSIM of a tiny image) is NaN there and
+    left out of that metric's mean only.
+    """
+    if samples.empty:
+        return pd.DataFrame(columns=["rate", "n", "n_failed", *AVERAGED])
+    ok = samples[samples["error"].isna()] if "error" in samples else samples
+    out = []
+    for rate in rates:
+        at_rate = samples[samples["rate"].astype(str) == str(rate)]
+        good = ok[ok["rate"].astype(str) == str(rate)]
+        row: dict[str, Any] = {"rate": rate, "n": len(good), "n_failed": len(at_rate) - len(good)}
+        for col in AVERAGED:
+            row[col] = float(good[col].mean()) if col in good and len(good) else math.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def compressai_json(
+    name: str, description: str, table: pd.DataFrame, meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Our results file: CompressAI's ``{name, description, results}`` plus ``meta``."""
+    results = {col: [float(v) for v in table[col]] for col in AVERAGED if col in table}
+    results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
+    return {"name": name, "description": description, "results": results, "meta": meta}
+
+
+def write_outputs(store: RunStore, document: dict[str, Any], table: pd.DataFrame) -> None:
+    atomic_write_text(store.json_path, json.dumps(_json_safe(document), indent=2))
+    atomic_write_text(store.csv_path, table.to_csv(index=False))
+
+
+def load_results(root: str | Path, dataset: str) -> dict[str, dict[str, Any]]:
+    """Every method's results JSON for ``dataset`` under ``root``, by file stem."""
+    folder = Path(root) / dataset
+    out = {}
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a valid results JSON ({exc})") from exc
+    return out

@@ -1,0 +1,137 @@
+"""The command line end to end, as a user runs it, from a directory that is not the checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.metrics import psnr
+from bench.images import read_rgb8
+
+
+def bench(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
+    )
+
+
+def test_run_on_a_folder_writes_compressai_format_json(tmp_path, photo_folder):
+    res = bench(
+        "run", "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[10,50,90]",
+        f"results_dir={tmp_path / 'out'}", "progress=false", cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "out" / "folder-images" / "jpeg.json").read_text())
+    assert doc["name"] == "jpeg"
+    results = doc["results"]
+    assert results["rate"] == [10, 50, 90]
+    assert set(results) >= {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+    assert results["bpp"] == sorted(results["bpp"]) and results["psnr-rgb"] == sorted(results["psnr-rgb"])
+    meta = doc["meta"]
+    assert meta["bpp_source"] == "bitstream" and meta["family"] == "SBAR" and meta["samples"] == 3
+    assert meta["config"]["method"]["format"] == "JPEG" and "pillow" in meta["provenance"]["versions"]
+    # the printed table is the aggregate of what was measured
+    assert "psnr-rgb" in res.stdout and "bpp" in res.stdout
+    # chelsea (211x297) is too small for MS-SSIM: its rows say so, the mean uses the others
+    rows = [json.loads(x) for x in Path(meta["rows"]).read_text().splitlines()]
+    chelsea = [r for r in rows if r["sample"] == "chelsea.png"]
+    assert all("MS-SSIM needs" in r.get("notes", "") for r in chelsea) or all(
+        r["ms-ssim-rgb"] == r["ms-ssim-rgb"] for r in chelsea
+    )
+    # an independent PSNR of one row
+    row = next(r for r in rows if r["sample"] == "coffee.png" and r["rate"] == 50)
+    from PIL import Image
+    import io
+
+    original = read_rgb8(photo_folder / "coffee.png")
+    buf = io.BytesIO()
+    Image.fromarray(original).save(buf, format="JPEG", quality=50)
+    decoded = read_rgb8_bytes(buf.getvalue())
+    assert row["psnr-rgb"] == pytest.approx(psnr(decoded, original), rel=1e-12)
+
+    # a second run resumes: nothing is measured again
+    again = bench(
+        "run", "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[10,50,90]",
+        f"results_dir={tmp_path / 'out'}", "progress=false", cwd=tmp_path,
+    )
+    assert again.returncode == 0 and "nothing to do" in again.stderr + again.stdout
+
+
+def read_rgb8_bytes(data: bytes):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def test_default_run_uses_package_sample_images(tmp_path):
+    res = bench("run", "method.rates=[30,80]", f"results_dir={tmp_path}", "progress=false", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "samples" / "jpeg.json").read_text())
+    assert doc["meta"]["samples"] == 6 and len(doc["results"]["bpp"]) == 2
+
+
+def test_missing_dataset_is_one_clear_error(tmp_path):
+    res = bench("run", "dataset=kodak", f"data_root={tmp_path / 'nowhere'}", f"results_dir={tmp_path}", cwd=tmp_path)
+    assert res.returncode == 2
+    assert "python -m bench fetch kodak" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_list_shows_methods_and_datasets(tmp_path):
+    res = bench("list", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "jpeg" in res.stdout and "SBAR" in res.stdout and "samples" in res.stdout
+    assert "kodak" in res.stdout and "fetch kodak" in res.stdout  # not downloaded here: says how
+
+
+def test_fetch_offline_is_one_clear_message(tmp_path):
+    env = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+    res = bench("fetch", "kodak", "--root", str(tmp_path / "kodak"), cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 2
+    assert "cannot download https://r0k.us" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_report_writes_table_and_plots(tmp_path, photo_folder):
+    out = tmp_path / "res"
+    for method in ("jpeg", "webp"):
+        res = bench(
+            "run", f"method={method}", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[20,60]",
+            f"results_dir={out}", "progress=false", cwd=tmp_path,
+        )
+        assert res.returncode == 0, res.stderr
+    res = bench("report", "--results", str(out), "--out", str(tmp_path / "reports"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "reports" / "folder-images" / "rd-psnr-rgb.png").stat().st_size > 1000
+    assert "webp" in res.stdout and "jpeg" in res.stdout
+
+
+def test_same_numbers_as_compressai_bench(tmp_path, photo_folder):
+    """CompressAI's own benchmark tool on the same images gives the same bpp, PSNR and MS-SSIM."""
+    pytest.importorskip("compressai")
+    big = tmp_path / "big"
+    big.mkdir()
+    for name in ("astronaut.png", "coffee.png"):  # MS-SSIM needs > 160 px
+        (big / name).write_bytes((photo_folder / name).read_bytes())
+    ref = subprocess.run(
+        [sys.executable, "-m", "compressai.utils.bench", "jpeg", str(big), "-q", "10,40,90"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert ref.returncode == 0, ref.stderr
+    expected = json.loads(ref.stdout[ref.stdout.index("{"):])["results"]
+    res = bench(
+        "run", "method=jpeg", "dataset=folder", f"dataset.root={big}", "method.rates=[10,40,90]",
+        f"results_dir={tmp_path / 'out'}", "progress=false", cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    ours = json.loads((tmp_path / "out" / "folder-big" / "jpeg.json").read_text())["results"]
+    assert ours["bpp"] == pytest.approx(expected["bpp"], rel=1e-6)
+    assert ours["psnr-rgb"] == pytest.approx(expected["psnr-rgb"], rel=1e-6)
+    assert ours["ms-ssim-rgb"] == pytest.approx(expected["ms-ssim-rgb"], rel=1e-5)
