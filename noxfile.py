@@ -1,9 +1,9 @@
 """Sessions: tests (the README's test command), lint, slow checks, speed benchmark.
 
-    nox -s tests          # what CI runs
-    nox -s lint
-    nox -s slow           # longer checks (marked `slow`)
-    nox -s bench -- DIR   # speed vs CompressAI's benchmark on a folder (e.g. Kodak)
+nox -s tests          # what CI runs
+nox -s lint
+nox -s slow           # longer checks (marked `slow`)
+nox -s bench -- DIR   # speed vs CompressAI's benchmark on a folder (e.g. Kodak)
 """
 
 from __future__ import annotations

@@ -36,9 +36,7 @@ def row_config_hash(method_cfg: dict[str, Any], metrics: list[str]) -> str:
 
 def format_table(table, name: str, dataset: str) -> str:
     shown = table.copy()
-    return f"{name} on {dataset}\n" + shown.to_string(
-        index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan"
-    )
+    return f"{name} on {dataset}\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -60,12 +58,24 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     chash = row_config_hash(method_cfg, metrics)
     store = RunStore(cfg.results_dir, dataset.name, method.name, chash)
     store.write_config({"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics})
-    log.info("%s (%s) on %s: %d samples x %d rates", method.name, method.family.value, dataset.describe(),
-             len(samples), len(method.rates))
+    log.info(
+        "%s (%s) on %s: %d samples x %d rates",
+        method.name,
+        method.family.value,
+        dataset.describe(),
+        len(samples),
+        len(method.rates),
+    )
     try:
         stats = run_sweep(
-            method, dataset, store, metrics=metrics, workers=int(cfg.workers),
-            resume=bool(cfg.resume), progress=bool(cfg.progress), samples=samples,
+            method,
+            dataset,
+            store,
+            metrics=metrics,
+            workers=int(cfg.workers),
+            resume=bool(cfg.resume),
+            progress=bool(cfg.progress),
+            samples=samples,
         )
     except MethodUnavailable as exc:
         raise UserError(str(exc)) from exc
@@ -73,8 +83,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     rows = store.sample_table()
     rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
     table = aggregate(rows, method.rates)
-    failures = [] if rows.empty or "error" not in rows else (
-        rows[rows["error"].notna()][["sample", "rate", "error"]].to_dict("records")
+    failures = (
+        []
+        if rows.empty or "error" not in rows
+        else (rows[rows["error"].notna()][["sample", "rate", "error"]].to_dict("records"))
     )
     meta = {
         "bpp_source": method.bpp_source,

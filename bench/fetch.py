@@ -13,8 +13,8 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -88,7 +88,9 @@ def fetch_kodak(root: Path) -> Path:
             digest = pixel_sha256(target)
         except ImageError as exc:
             target.unlink(missing_ok=True)
-            raise FetchError(f"{target}: downloaded file is not a valid image ({exc}); removed, run fetch again") from exc
+            raise FetchError(
+                f"{target}: downloaded file is not a valid image ({exc}); removed, run fetch again"
+            ) from exc
         if digest != KODAK_PIXEL_SHA256[name]:
             raise FetchError(
                 f"{target}: pixels differ from the Kodak suite (sha256 {digest[:16]}..., expected "

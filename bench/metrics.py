@@ -96,7 +96,13 @@ def _pooled(x: np.ndarray) -> np.ndarray:
 
 
 def _ssim_and_cs(
-    x: np.ndarray, mu_x: np.ndarray, xx: np.ndarray, xy: np.ndarray, mu_y: np.ndarray, yy: np.ndarray, c1: float,
+    x: np.ndarray,
+    mu_x: np.ndarray,
+    xx: np.ndarray,
+    xy: np.ndarray,
+    mu_y: np.ndarray,
+    yy: np.ndarray,
+    c1: float,
     c2: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel means of the SSIM and contrast-structure maps of one scale.

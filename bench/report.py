@@ -62,8 +62,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default="reports", help="folder for plots and tables")
     args = parser.parse_args(argv)
     root = Path(args.results)
-    datasets = [args.dataset] if args.dataset else sorted(p.name for p in root.iterdir() if p.is_dir() and
-                                                            not p.name.startswith(".")) if root.is_dir() else []
+    datasets = (
+        [args.dataset]
+        if args.dataset
+        else sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if root.is_dir()
+        else []
+    )
     if not datasets:
         print(f"error: no results under {root}; run `python -m bench run` first", flush=True)
         return 2

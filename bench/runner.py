@@ -12,8 +12,9 @@ import logging
 import math
 import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,12 +71,10 @@ def measure_sample(
             decoded = method.decode(received, HUMAN)
             row["decoding_time"] = time.perf_counter() - start
             if decoded.shape != image.shape or decoded.dtype != np.uint8:
-                raise ValueError(
-                    f"decoder returned {decoded.shape} {decoded.dtype}, expected {image.shape} uint8"
-                )
+                raise ValueError(f"decoder returned {decoded.shape} {decoded.dtype}, expected {image.shape} uint8")
             for name, score in scorers.items():
                 row[name] = score(decoded)
-            for name, why in unscorable.items():
+            for name in unscorable:
                 row[name] = math.nan
             if unscorable:
                 row["notes"] = "; ".join(unscorable.values())

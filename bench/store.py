@@ -19,8 +19,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -146,9 +147,7 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def compressai_json(
-    name: str, description: str, table: pd.DataFrame, meta: dict[str, Any]
-) -> dict[str, Any]:
+def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Our results file: CompressAI's ``{name, description, results}`` plus ``meta``."""
     results = {col: [float(v) for v in table[col]] for col in AVERAGED if col in table}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]

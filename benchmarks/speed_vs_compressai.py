@@ -38,14 +38,35 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t_ref, out = timed(
-            [sys.executable, "-m", "compressai.utils.bench", args.codec, str(images), "-q", args.qualities,
-             "-j", str(args.jobs)], work,
+            [
+                sys.executable,
+                "-m",
+                "compressai.utils.bench",
+                args.codec,
+                str(images),
+                "-q",
+                args.qualities,
+                "-j",
+                str(args.jobs),
+            ],
+            work,
         )
-        ref = json.loads(out[out.index("{"):])["results"]
+        ref = json.loads(out[out.index("{") :])["results"]
         t_ours, _ = timed(
-            [sys.executable, "-m", "bench", "run", f"method={args.codec}", "dataset=folder",
-             f"dataset.root={images}", f"method.rates=[{args.qualities}]", f"workers={args.jobs}",
-             f"results_dir={work / 'out'}", "progress=false"], work,
+            [
+                sys.executable,
+                "-m",
+                "bench",
+                "run",
+                f"method={args.codec}",
+                "dataset=folder",
+                f"dataset.root={images}",
+                f"method.rates=[{args.qualities}]",
+                f"workers={args.jobs}",
+                f"results_dir={work / 'out'}",
+                "progress=false",
+            ],
+            work,
         )
         ours = json.loads(next((work / "out").glob(f"*/{args.codec}.json")).read_text())["results"]
     print(f"compressai.utils.bench: {t_ref:7.2f} s")

@@ -17,9 +17,7 @@ class ImageFolder(ImageDataset):
     wherever the folder lives.
     """
 
-    def __init__(
-        self, root: str | Path, name: str | None = None, recursive: bool = True, limit: int | None = None
-    ):
+    def __init__(self, root: str | Path, name: str | None = None, recursive: bool = True, limit: int | None = None):
         self.root = Path(root).expanduser()
         # results are filed under the dataset's name: default to the folder's own
         self.name = name or f"folder-{self.root.resolve().name}"
@@ -33,9 +31,7 @@ class ImageFolder(ImageDataset):
         if not self.root.is_dir():
             raise DatasetUnavailable(self._missing_message())
         pattern = "**/*" if self.recursive else "*"
-        files = sorted(
-            p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        )
+        files = sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if not files:
             raise DatasetUnavailable(
                 f"dataset {self.name!r}: no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}"

@@ -7,6 +7,11 @@ encoder parameter to ``x265_param_parse`` after its own settings, so
 then has no effect; x265 turns adaptive quantisation off in CQP mode).
 Higher QP = fewer bytes.
 
+libheif's x265 settings (preset slow, rd/psy options) apply unless
+``x265_params`` overrides them; the shipped config turns psy-rd and psy-rdoq
+off, as BPG's x265 setup (tune ssim) does, which in 4:4:4 also avoids x265's
++6 chroma QP offset under psy-rd.
+
 The bytes are the whole HEIF file (ftyp/meta boxes, hvcC parameter sets,
 colour box): a few hundred bytes more than a BPG file, which matters only on
 tiny images. Colour: full-range BT.601 YCbCr (libheif's sRGB default, as BPG's

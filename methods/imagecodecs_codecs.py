@@ -69,7 +69,7 @@ class _ImagecodecsCodec(Method):
         for rate in self.rates:
             self._check_rate(rate)
 
-    # subclasses implement these two
+    # what each format implements
     def _check_rate(self, rate: Any) -> None:
         raise NotImplementedError
 

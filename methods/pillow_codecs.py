@@ -7,7 +7,8 @@ are Pillow's; any extra save options come from config (``save_options``).
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import PIL

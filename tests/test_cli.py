@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.metrics import psnr
 from bench.images import read_rgb8
+from bench.metrics import psnr
 
 
 def bench(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -23,8 +23,14 @@ def bench(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) ->
 
 def test_run_on_a_folder_writes_compressai_format_json(tmp_path, photo_folder):
     res = bench(
-        "run", "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[10,50,90]",
-        f"results_dir={tmp_path / 'out'}", "progress=false", cwd=tmp_path,
+        "run",
+        "method=jpeg",
+        "dataset=folder",
+        f"dataset.root={photo_folder}",
+        "method.rates=[10,50,90]",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "out" / "folder-images" / "jpeg.json").read_text())
@@ -46,8 +52,9 @@ def test_run_on_a_folder_writes_compressai_format_json(tmp_path, photo_folder):
     )
     # an independent PSNR of one row
     row = next(r for r in rows if r["sample"] == "coffee.png" and r["rate"] == 50)
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     original = read_rgb8(photo_folder / "coffee.png")
     buf = io.BytesIO()
@@ -57,8 +64,14 @@ def test_run_on_a_folder_writes_compressai_format_json(tmp_path, photo_folder):
 
     # a second run resumes: nothing is measured again
     again = bench(
-        "run", "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[10,50,90]",
-        f"results_dir={tmp_path / 'out'}", "progress=false", cwd=tmp_path,
+        "run",
+        "method=jpeg",
+        "dataset=folder",
+        f"dataset.root={photo_folder}",
+        "method.rates=[10,50,90]",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        cwd=tmp_path,
     )
     assert again.returncode == 0 and "nothing to do" in again.stderr + again.stdout
 
@@ -103,8 +116,14 @@ def test_report_writes_table_and_plots(tmp_path, photo_folder):
     out = tmp_path / "res"
     for method in ("jpeg", "webp"):
         res = bench(
-            "run", f"method={method}", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[20,60]",
-            f"results_dir={out}", "progress=false", cwd=tmp_path,
+            "run",
+            f"method={method}",
+            "dataset=folder",
+            f"dataset.root={photo_folder}",
+            "method.rates=[20,60]",
+            f"results_dir={out}",
+            "progress=false",
+            cwd=tmp_path,
         )
         assert res.returncode == 0, res.stderr
     res = bench("report", "--results", str(out), "--out", str(tmp_path / "reports"), cwd=tmp_path)
@@ -122,13 +141,22 @@ def test_same_numbers_as_compressai_bench(tmp_path, photo_folder):
         (big / name).write_bytes((photo_folder / name).read_bytes())
     ref = subprocess.run(
         [sys.executable, "-m", "compressai.utils.bench", "jpeg", str(big), "-q", "10,40,90"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert ref.returncode == 0, ref.stderr
-    expected = json.loads(ref.stdout[ref.stdout.index("{"):])["results"]
+    expected = json.loads(ref.stdout[ref.stdout.index("{") :])["results"]
     res = bench(
-        "run", "method=jpeg", "dataset=folder", f"dataset.root={big}", "method.rates=[10,40,90]",
-        f"results_dir={tmp_path / 'out'}", "progress=false", cwd=tmp_path,
+        "run",
+        "method=jpeg",
+        "dataset=folder",
+        f"dataset.root={big}",
+        "method.rates=[10,40,90]",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
     ours = json.loads((tmp_path / "out" / "folder-big" / "jpeg.json").read_text())["results"]

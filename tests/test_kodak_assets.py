@@ -11,12 +11,12 @@ import json
 
 import PIL
 import pytest
+from conftest import assets_dir, requires_assets
 
 from bench.datasets.folder import Kodak
 from bench.methods.pillow_codecs import PillowCodec
 from bench.runner import run_sweep
 from bench.store import RunStore, aggregate
-from conftest import assets_dir, requires_assets
 
 pytestmark = [pytest.mark.assets, requires_assets]
 
@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.assets, requires_assets]
 @pytest.mark.parametrize("codec,fmt", [("jpeg", "JPEG"), ("webp", "WEBP")])
 def test_kodak_matches_compressai_bench(tmp_path, codec, fmt):
     root = assets_dir()
-    reference = json.loads((root / "reference_rd" / "compressai_bench_pillow13" / f"kodak_{codec}_q5-95.json").read_text())
+    reference_file = root / "reference_rd" / "compressai_bench_pillow13" / f"kodak_{codec}_q5-95.json"
+    reference = json.loads(reference_file.read_text())
     if PIL.__version__ not in reference["description"]:
         pytest.skip(f"reference made with another Pillow: {reference['description']}")
     dataset = Kodak(root / "kodak")
