@@ -35,6 +35,4 @@ def lint(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
-    if not session.posargs:
-        session.error("give a folder of images, e.g. nox -s bench -- data/kodak")
     session.run("python", "benchmarks/speed_vs_compressai.py", *session.posargs)

@@ -15,6 +15,7 @@ atomically (temporary file, then rename).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -88,30 +89,29 @@ class RunStore:
         """(sample, rate) pairs already measured without error: not redone on resume."""
         return {(r["sample"], str(r["rate"])) for r in self.read_rows() if not r.get("error")}
 
-    def _drop_torn_tail(self) -> None:
+    def _drop_torn_tail(self, fd: int) -> None:
         """Cut a partial last line left by a killed run, so the next append starts clean."""
-        if not self.rows_path.exists():
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return
-        with self.rows_path.open("rb+") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            fh.seek(size - 1)
-            if fh.read(1) == b"\n":
-                return
-            fh.seek(0)
-            data = fh.read()
-            fh.truncate(data.rfind(b"\n") + 1)
+        data = os.pread(fd, size, 0)
+        os.ftruncate(fd, data.rfind(b"\n") + 1)
 
     def append_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Append rows as one locked write: concurrent jobs sharing a folder never interleave."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
         # rows keep inf (the PSNR of a lossless decode); JSON lines read back by Python
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
-        with self.rows_path.open("a", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
+        fd = os.open(self.rows_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._drop_torn_tail(fd)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))

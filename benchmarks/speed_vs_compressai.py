@@ -4,7 +4,9 @@ Both run as whole processes (start-up included) over a folder of images with
 the same JPEG qualities, PSNR and MS-SSIM; the script prints both times, their
 ratio and the largest relative difference of the averaged numbers.
 
-    python benchmarks/speed_vs_compressai.py <kodak-folder> [--qualities 10,20,...,80] [--jobs 2]
+    python benchmarks/speed_vs_compressai.py [<kodak-folder>] [--qualities 10,20,...,80] [--jobs 2]
+
+With no folder it uses scikit-image's sample photographs (a smoke run).
 """
 
 from __future__ import annotations
@@ -27,16 +29,28 @@ def timed(cmd: list[str], cwd: Path) -> tuple[float, str]:
     return elapsed, res.stdout
 
 
+def write_sample_images(folder: Path) -> Path:
+    from PIL import Image
+
+    from bench.datasets.samples import PackageSamples
+
+    folder.mkdir(parents=True)
+    dataset = PackageSamples()
+    for sample in dataset.samples():
+        Image.fromarray(dataset.load(sample)).save(folder / f"{sample.id}.png")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("images", type=Path)
+    parser.add_argument("images", type=Path, nargs="?", help="folder of images (default: scikit-image samples)")
     parser.add_argument("--codec", default="jpeg", choices=["jpeg", "webp"])
     parser.add_argument("--qualities", default="10,20,30,40,50,60,70,80")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    images = args.images.resolve()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        images = args.images.resolve() if args.images else write_sample_images(work / "samples")
         t_ref, out = timed(
             [
                 sys.executable,

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method
 
 _CHROMA = ("444", "422", "420")

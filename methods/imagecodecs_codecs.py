@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import imagecodecs
 import numpy as np
+
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method
 
 _CHROMA = ("444", "420")

@@ -29,6 +29,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
 
 VTM_URL = "https://vcgit.hhi.fraunhofer.de/jvet/VVCSoftware_VTM"
