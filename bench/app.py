@@ -28,6 +28,15 @@ class UserError(RuntimeError):
     """A problem the user can fix; printed as one message, no traceback."""
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when torch sees a GPU, else the CPU; anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def row_config_hash(method_cfg: dict[str, Any], metrics: list[str]) -> str:
     """Hash of everything that decides a row's numbers (not the rate list)."""
     relevant = {k: v for k, v in method_cfg.items() if k not in _NOT_HASHED}
@@ -43,6 +52,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one (method, dataset) sweep from a composed config; returns a summary."""
     method: Method = instantiate(cfg.method)
     dataset: ImageDataset = instantiate(cfg.dataset)
+    if method.uses_torch and hasattr(method, "device"):
+        method.device = resolve_device(str(cfg.device))
     reason = method.unavailable_reason()
     if reason:
         raise UserError(f"method {method.name!r} cannot run here: {reason}")
@@ -54,6 +65,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         samples = samples[: int(cfg.limit)]
     metrics = list(cfg.metrics)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    if method.uses_torch and hasattr(method, "device"):
+        method_cfg["device"] = method.device  # numbers may differ across devices: keep them apart
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     chash = row_config_hash(method_cfg, metrics)
     store = RunStore(cfg.results_dir, dataset.name, method.name, chash)
@@ -100,7 +113,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "config_hash": chash,
         "rows": str(store.rows_path),
         "codec_versions": method.versions(),
-        "provenance": provenance.provenance(),
+        "provenance": provenance.provenance(device=getattr(method, "device", "cpu")),
     }
     write_outputs(store, compressai_json(method.name, method.description, table, meta), table)
     print(format_table(table, method.name, dataset.name))

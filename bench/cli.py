@@ -1,4 +1,4 @@
-"""``python -m bench <command>``: run, list, fetch, report.
+"""``python -m bench <command>``: run, list, fetch, report, leaderboard, check.
 
 ``run`` hands its arguments to Hydra (overrides, ``-m`` multirun, ``--cfg``);
 the others are plain argparse commands.
@@ -15,8 +15,10 @@ commands:
   run [overrides]     sweep a method over a dataset (Hydra overrides, -m for multirun)
                       e.g. python -m bench run method=webp dataset=kodak
   list                methods, codecs, datasets and tasks, and whether each can run here
-  fetch DATASET       download a dataset from its official source (checksums verified)
+  fetch NAME          download a dataset (checksums verified) or a learned codec's weights
   report              RD table and plot from a results folder
+  leaderboard         static HTML + markdown leaderboard (BD-rate ranking) from results folders
+  check               drift gate: re-run the pinned smoke sweep and compare with a golden record
 
 python -m bench <command> --help for details.
 """
@@ -41,11 +43,13 @@ def _cmd_list(argv: list[str]) -> int:
 
 
 def _cmd_fetch(argv: list[str]) -> int:
-    from bench.fetch import FETCHERS, FetchError, fetch
+    from bench.fetch import FetchError, fetch, fetchable
 
-    parser = argparse.ArgumentParser(prog="python -m bench fetch", description="download a dataset")
-    parser.add_argument("dataset", choices=sorted(FETCHERS))
-    parser.add_argument("--root", default=None, help="target folder (default: <data_root>/<dataset>)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench fetch", description="download a dataset, or a learned method's published weights"
+    )
+    parser.add_argument("dataset", choices=fetchable(), metavar="NAME", help=f"one of {', '.join(fetchable())}")
+    parser.add_argument("--root", default=None, help="target folder for a dataset (default: <data_root>/<dataset>)")
     args = parser.parse_args(argv)
     try:
         path = fetch(args.dataset, args.root)
@@ -62,7 +66,26 @@ def _cmd_report(argv: list[str]) -> int:
     return report_main(argv)
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "fetch": _cmd_fetch, "report": _cmd_report}
+def _cmd_leaderboard(argv: list[str]) -> int:
+    from bench.leaderboard import main as leaderboard_main
+
+    return leaderboard_main(argv)
+
+
+def _cmd_check(argv: list[str]) -> int:
+    from bench.check import main as check_main
+
+    return check_main(argv)
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "fetch": _cmd_fetch,
+    "report": _cmd_report,
+    "leaderboard": _cmd_leaderboard,
+    "check": _cmd_check,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

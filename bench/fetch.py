@@ -106,7 +106,39 @@ def default_root(dataset: str) -> Path:
     return Path(os.environ.get("HMC_BENCH_DATA", "data")) / dataset
 
 
-def fetch(dataset: str, root: str | os.PathLike | None = None) -> Path:
-    if dataset not in FETCHERS:
-        raise FetchError(f"no fetcher for dataset {dataset!r}; known: {sorted(FETCHERS)}")
-    return FETCHERS[dataset](Path(root) if root else default_root(dataset))
+def fetch_method_weights(method_name: str) -> Path:
+    """Download a learned method's published weights (all its configured rates) into its cache."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+
+    with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+        method = instantiate(compose("config", overrides=[f"method={method_name}"]).method)
+    if not hasattr(method, "fetch_weights"):
+        raise FetchError(f"method {method_name!r} has no published weights to fetch")
+    try:
+        files = method.fetch_weights()
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        raise FetchError(
+            f"cannot download the weights of {method_name} ({getattr(exc, 'reason', exc)}). This machine may be "
+            "offline: copy the files into the torch hub cache ($TORCH_HOME/hub/checkpoints) or set "
+            "method.checkpoints to local files"
+        ) from exc
+    return files[0].parent
+
+
+def fetchable() -> list[str]:
+    """Datasets and learned methods ``fetch`` knows."""
+    from bench.catalog import config_names
+
+    return sorted(FETCHERS) + [m for m in config_names("method") if m.startswith(LEARNED_PREFIXES)]
+
+
+LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020")
+
+
+def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
+    if name in FETCHERS:
+        return FETCHERS[name](Path(root) if root else default_root(name))
+    if name in fetchable():
+        return fetch_method_weights(name)
+    raise FetchError(f"nothing to fetch called {name!r}; known: {fetchable()}")

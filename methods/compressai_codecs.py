@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlparse
 
 import numpy as np
+
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
 
 if TYPE_CHECKING:  # torch is imported lazily: listing methods must stay cheap
@@ -257,7 +258,7 @@ def _to_uint8(x_hat: torch.Tensor) -> np.ndarray:
     import torch
 
     rec = (x_hat[0] * 255).clamp(0, 255).round().to(torch.uint8)
-    return rec.permute(1, 2, 0).contiguous().numpy()
+    return rec.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 # --- the method -----------------------------------------------------------------
@@ -289,6 +290,7 @@ class CompressAICodec(Method):
         checkpoints: Mapping[Any, str | os.PathLike] | str | os.PathLike | None = None,
         checkpoint_pattern: str | None = None,
         entropy_coder: str = "ans",
+        device: str = "cpu",
         description: str = "",
         **options: Any,
     ):
@@ -304,6 +306,8 @@ class CompressAICodec(Method):
         self.arch = arch
         self.metric = metric
         self.entropy_coder = entropy_coder
+        #: torch device of the networks ("cpu", "cuda", "cuda:1"); the runner sets it from `device`
+        self.device = device
         self.checkpoint_pattern = checkpoint_pattern
         self.checkpoints: dict[int, Path] | Path | None
         if checkpoints is None:
@@ -377,6 +381,24 @@ class CompressAICodec(Method):
         _import_compressai()
         return self.checkpoint_file(quality) or self.zoo_cache_file(quality)
 
+    def fetch_weights(self) -> list[Path]:
+        """Download the zoo weights of every configured quality into the torch hub cache.
+
+        ``torch.hub`` checks each file against the hash prefix in its name.
+        """
+        import torch.hub
+
+        files = []
+        for q in self.rates:
+            target = self.zoo_cache_file(q)
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(
+                    self.zoo_url(q), str(target), hash_prefix=target.name.split("-")[-1].split(".")[0]
+                )
+            files.append(target)
+        return files
+
     def unavailable_reason(self) -> str | None:
         """None when compressai imports and every rate's weights are on disk (no network is tried)."""
         try:
@@ -390,8 +412,8 @@ class CompressAICodec(Method):
         if self.checkpoints is None:
             return (
                 f"{self.arch} ({self.metric}): CompressAI's pretrained weights for qualities {qs} are not in the "
-                f"torch hub cache {f.parent} (e.g. {f.name}); they download from {self.zoo_url(q)} when online, "
-                "or set `checkpoints` to local files"
+                f"torch hub cache {f.parent} (e.g. {f.name}); get them with `python -m bench fetch {self.name}` "
+                f"(from {self.zoo_url(q)}, ...), or set `checkpoints` to local files"
             )
         return f"{self.arch} ({self.metric}): checkpoint file(s) not found for qualities {qs}, e.g. {f}"
 
@@ -413,7 +435,7 @@ class CompressAICodec(Method):
             net = self._load_zoo(quality) if path is None else self._load_checkpoint(quality, path)
             if _needs_update(net):
                 net.update(force=True)
-        return net.eval()
+        return net.eval().to(self.device)
 
     def _load_zoo(self, quality: int) -> torch.nn.Module:
         import torch.hub
@@ -474,7 +496,7 @@ class CompressAICodec(Method):
         pad, _ = compute_padding(height, width, min_div=self.min_div)
         try:
             with torch.inference_mode():
-                x = F.pad(_to_tensor(image), pad, mode="constant", value=0)
+                x = F.pad(_to_tensor(image).to(self.device), pad, mode="constant", value=0)
                 out = net.compress(x)
         except Exception as exc:
             raise CodecError(f"{self._label(q)}: compress failed on a {height}x{width} image: {exc}") from exc

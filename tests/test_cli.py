@@ -163,3 +163,65 @@ def test_same_numbers_as_compressai_bench(tmp_path, photo_folder):
     assert ours["bpp"] == pytest.approx(expected["bpp"], rel=1e-6)
     assert ours["psnr-rgb"] == pytest.approx(expected["psnr-rgb"], rel=1e-6)
     assert ours["ms-ssim-rgb"] == pytest.approx(expected["ms-ssim-rgb"], rel=1e-5)
+
+
+def test_learned_codec_from_a_local_checkpoint_end_to_end(tmp_path, photo_folder):
+    """A seeded CompressAI model through the whole CLI: real bytes, bpp includes its header."""
+    torch = pytest.importorskip("torch")
+    from compressai.zoo.image import model_architectures
+
+    torch.manual_seed(0)
+    net = model_architectures["bmshj2018-factorized"](128, 192)
+    ckpt = tmp_path / "q1.pth"
+    torch.save(net.state_dict(), ckpt)
+    res = bench(
+        "run",
+        "method=bmshj2018-factorized",
+        f"method.checkpoints={{1: {ckpt}}}",
+        "method.rates=[1]",
+        "dataset=folder",
+        f"dataset.root={photo_folder}",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        "device=auto",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "out" / "folder-images" / "bmshj2018-factorized.json").read_text())
+    assert doc["meta"]["family"] == "SBAR" and doc["meta"]["config"]["method"]["device"] == "cpu"
+    rows = [json.loads(x) for x in Path(doc["meta"]["rows"]).read_text().splitlines()]
+    assert len(rows) == 3 and all(r["error"] is None for r in rows)
+    for r in rows:
+        assert set(r["bytes_by_stream"]) == {"header", "y"}
+        assert r["bytes"] == sum(r["bytes_by_stream"].values())
+        assert r["bpp"] == r["bytes"] * 8 / (r["height"] * r["width"])
+
+
+def test_learned_codec_offline_without_weights_is_one_clear_error(tmp_path, photo_folder):
+    pytest.importorskip("compressai")
+    env = {"TORCH_HOME": str(tmp_path / "torch-home")}
+    res = bench(
+        "run",
+        "method=bmshj2018-hyperprior",
+        "method.rates=[1]",
+        "dataset=folder",
+        f"dataset.root={photo_folder}",
+        f"results_dir={tmp_path / 'out'}",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert res.returncode == 2
+    assert "cannot run here" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_fetch_learned_weights_offline_is_one_clear_message(tmp_path):
+    pytest.importorskip("compressai")
+    env = {
+        "https_proxy": "http://127.0.0.1:9",
+        "http_proxy": "http://127.0.0.1:9",
+        "no_proxy": "",
+        "TORCH_HOME": str(tmp_path / "th"),
+    }
+    res = bench("fetch", "bmshj2018-factorized", cwd=tmp_path, env=env, timeout=120)
+    assert res.returncode == 2
+    assert "cannot download the weights of bmshj2018-factorized" in res.stderr and "Traceback" not in res.stderr

@@ -21,6 +21,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("compressai")
 
+from compressai.ops import compute_padding  # noqa: E402
+from compressai.zoo.image import cfgs, model_architectures, model_urls  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench import metrics as M  # noqa: E402
 from bench.methods.base import Bitstream, CodecError, Family, MethodUnavailable  # noqa: E402
 from bench.methods.compressai_codecs import (  # noqa: E402
     QUALITIES,
@@ -30,12 +36,6 @@ from bench.methods.compressai_codecs import (  # noqa: E402
     payload_streams,
     unpack,
 )
-from compressai.ops import compute_padding  # noqa: E402
-from compressai.zoo.image import cfgs, model_architectures, model_urls  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from bench import metrics as M  # noqa: E402
 
 BALLE = ["bmshj2018-factorized", "bmshj2018-hyperprior"]
 

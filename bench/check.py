@@ -1,0 +1,433 @@
+"""``python -m bench check``: the drift gate. Re-run a pinned smoke sweep and compare its numbers with a golden record.
+
+A golden record is a folder::
+
+    smoke.yaml                   the pinned sweep: dataset, methods and their rate points, metrics, tolerances
+    <dataset>/<method>.json      the golden results (our results format; timings, host and row paths left out)
+    CHANGES.md, history.jsonl    why and when the record was rewritten (``--update --reason``)
+
+``check`` runs the sweep through the same code as ``python -m bench run`` (Hydra compose of ``bench.conf`` and
+:func:`bench.app.run_job`) into a temporary folder, or reads ``--results DIR``, and compares bpp and every metric per
+rate point with the golden numbers. Timings are not compared, nor anything about the machine: numbers only. Exit 0
+when all are within tolerance, 1 on drift (the rows that moved are printed), 2 on a usage or input error.
+
+Tolerances: ``bpp*`` relative 1e-9, PSNR 1e-6 dB absolute, MS-SSIM 1e-6 absolute, other metrics 1e-6 absolute;
+``smoke.yaml``'s ``tolerances`` and ``--tolerance METRIC=[abs:|rel:]VALUE`` override them (``METRIC`` is a results key
+or its prefix before ``-``, e.g. ``psnr`` for ``psnr-rgb``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import io
+import json
+import math
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import provenance
+from bench.store import atomic_write_text
+
+CONFIG_NAME = "smoke.yaml"
+IGNORED_SUFFIX = "_time"  # encoding_time, decoding_time: not reproducible, never compared
+#: default tolerances: (results-key prefix, kind, value); first match wins
+DEFAULT_TOLERANCES: tuple[tuple[str, str, float], ...] = (
+    ("bpp", "rel", 1e-9),
+    ("psnr", "abs", 1e-6),
+    ("ms-ssim", "abs", 1e-6),
+    ("", "abs", 1e-6),
+)
+
+
+class CheckError(RuntimeError):
+    """A problem with the golden record or the arguments (exit 2), not a drift."""
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    kind: str  # "abs" or "rel"
+    value: float
+
+    def ok(self, golden: float, new: float) -> bool:
+        if math.isnan(golden) or math.isnan(new):
+            return math.isnan(golden) and math.isnan(new)
+        if math.isinf(golden) or math.isinf(new):
+            return golden == new
+        limit = self.value if self.kind == "abs" else self.value * abs(golden)
+        return abs(new - golden) <= limit
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value:g}"
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One number (or one missing piece) that differs from the golden record."""
+
+    method: str
+    rate: str
+    metric: str
+    golden: Any
+    new: Any
+    diff: str
+    tolerance: str
+
+
+def _matches(name: str, key: str) -> bool:
+    return key == name or key.startswith(name + "-")
+
+
+def parse_tolerance(text: str, default_kind: str | None = None) -> tuple[str, Tolerance]:
+    """``METRIC=VALUE``, ``METRIC=abs:VALUE`` or ``METRIC=rel:VALUE``."""
+    name, sep, spec = text.partition("=")
+    if not sep or not name:
+        raise CheckError(f"tolerance {text!r}: expected METRIC=[abs:|rel:]VALUE, e.g. psnr-rgb=1e-4")
+    kind, _, number = spec.rpartition(":")
+    kind = kind or default_kind or ("rel" if name.startswith("bpp") else "abs")
+    try:
+        value = float(number)
+    except ValueError:
+        raise CheckError(f"tolerance {text!r}: {number!r} is not a number") from None
+    if kind not in ("abs", "rel") or not value >= 0:
+        raise CheckError(f"tolerance {text!r}: kind must be abs or rel and the value >= 0")
+    return name, Tolerance(kind, value)
+
+
+def tolerance_for(key: str, overrides: Mapping[str, Tolerance]) -> Tolerance:
+    """The override naming ``key`` exactly, else one naming its prefix, else the default."""
+    if key in overrides:
+        return overrides[key]
+    for name, tol in sorted(overrides.items(), key=lambda kv: -len(kv[0])):
+        if _matches(name, key):
+            return tol
+    for prefix, kind, value in DEFAULT_TOLERANCES:
+        if key.startswith(prefix):
+            return Tolerance(kind, value)
+    raise AssertionError("unreachable: the last default matches every key")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the golden record
+
+
+def load_config(baseline: Path) -> dict[str, Any]:
+    """The pinned smoke sweep of a golden record."""
+    from omegaconf import OmegaConf
+
+    path = baseline / CONFIG_NAME
+    if not path.is_file():
+        raise CheckError(f"{path}: no such file; a golden record needs its pinned sweep ({CONFIG_NAME})")
+    try:
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:  # noqa: BLE001 - any YAML problem is one message naming the file
+        raise CheckError(f"{path}: cannot read ({exc})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("methods"), dict) or not cfg.get("dataset"):
+        raise CheckError(f"{path}: needs 'dataset' and 'methods' (method name -> list of rate points)")
+    for method, rates in cfg["methods"].items():
+        if not isinstance(rates, list) or not rates:
+            raise CheckError(f"{path}: methods.{method} must be a non-empty list of rate points")
+    return cfg
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
+        raise CheckError(f"{path}: not a results JSON (no 'results' object)")
+    return doc
+
+
+def golden_documents(baseline: Path, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for method in cfg["methods"]:
+        path = baseline / str(cfg["dataset"]) / f"{method}.json"
+        if not path.is_file():
+            raise CheckError(f"{path}: golden results missing; create them with --update --reason '...'")
+        out[method] = _read(path)
+    return out
+
+
+def fresh_documents(root: Path, cfg: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """The results of the pinned methods under ``root`` (None where a method has none)."""
+    out: dict[str, dict[str, Any] | None] = {}
+    for method in cfg["methods"]:
+        path = root / str(cfg["dataset"]) / f"{method}.json"
+        out[method] = _read(path) if path.is_file() else None
+    return out
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return json.dumps(value)
+
+
+def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True) -> None:
+    """Run the pinned sweep with the code path of ``python -m bench run`` (compose + run_job), one job per method."""
+    from hydra import compose, initialize_config_module
+
+    from bench.app import UserError, run_job
+
+    for method, rates in cfg["methods"].items():
+        overrides = [
+            f"method={method}",
+            f"dataset={cfg['dataset']}",
+            f"method.rates={_override_value(rates)}",
+            f"results_dir={_override_value(str(results_dir))}",
+            "progress=false",
+            "resume=false",
+        ]
+        if cfg.get("metrics"):
+            overrides.append(f"metrics={_override_value(list(cfg['metrics']))}")
+        if "limit" in cfg:
+            overrides.append(f"limit={_override_value(cfg['limit'])}")
+        if "workers" in cfg:
+            overrides.append(f"workers={int(cfg['workers'])}")
+        overrides += [str(o) for o in cfg.get("overrides") or []]
+        with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+            job = compose(config_name="config", overrides=overrides)
+        sink = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+                run_job(job)
+        except UserError as exc:
+            raise CheckError(f"smoke run of {method!r} failed: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# comparing
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return math.nan  # the store writes NaN as null
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return "null" if value is None else str(value)
+
+
+def compare(
+    golden: Mapping[str, dict[str, Any]],
+    fresh: Mapping[str, dict[str, Any] | None],
+    overrides: Mapping[str, Tolerance] | None = None,
+) -> tuple[list[Drift], int, list[str]]:
+    """Drifted rows, the count of numbers compared, and notes (keys the golden record does not pin)."""
+    overrides = overrides or {}
+    drifts: list[Drift] = []
+    notes: list[str] = []
+    compared = 0
+    for method, gdoc in golden.items():
+        ndoc = fresh.get(method)
+        if ndoc is None:
+            drifts.append(Drift(method, "—", "(results)", "present", "missing", "", ""))
+            continue
+        gres, nres = gdoc["results"], ndoc["results"]
+        g_rates = [str(r) for r in gres.get("rate", range(len(gres.get("bpp", []))))]
+        n_rates = [str(r) for r in nres.get("rate", range(len(nres.get("bpp", []))))]
+        keys = [k for k in gres if k != "rate" and not k.endswith(IGNORED_SUFFIX)]
+        extra = sorted(k for k in nres if k not in gres and k != "rate" and not k.endswith(IGNORED_SUFFIX))
+        if extra:
+            notes.append(f"{method}: keys not in the golden record (not compared): {', '.join(extra)}")
+        for i, rate in enumerate(g_rates):
+            if rate not in n_rates:
+                drifts.append(Drift(method, rate, "(rate point)", "present", "missing", "", ""))
+                continue
+            j = n_rates.index(rate)
+            for key in keys:
+                gvals = gres[key]
+                if not isinstance(gvals, list):
+                    continue  # per-class dicts and the like: not per-rate numbers
+                tol = tolerance_for(key, overrides)
+                nvals = nres.get(key)
+                g = gvals[i] if i < len(gvals) else None
+                n = nvals[j] if isinstance(nvals, list) and j < len(nvals) else "missing"
+                gnum, nnum = _number(g), _number(n)
+                compared += 1
+                if gnum is None or nnum is None:
+                    if g != n:
+                        drifts.append(Drift(method, rate, key, _fmt(g), _fmt(n), "", str(tol)))
+                    continue
+                if not tol.ok(gnum, nnum):
+                    diff = nnum - gnum if math.isfinite(nnum - gnum) else math.nan
+                    drifts.append(Drift(method, rate, key, _fmt(g), _fmt(n), f"{diff:+.3e}", str(tol)))
+    return drifts, compared, notes
+
+
+def drift_table(drifts: Sequence[Drift]) -> str:
+    header = ("method", "rate", "metric", "golden", "new", "diff", "tolerance")
+    rows = [header] + [tuple(str(v) for v in asdict(d).values()) for d in drifts]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def version_changes(golden: Mapping[str, dict[str, Any]]) -> list[str]:
+    """Package versions that differ between the golden record and this environment (likely causes of drift)."""
+    now = provenance.package_versions()
+    seen: dict[str, str] = {}
+    for doc in golden.values():
+        meta = doc.get("meta") or {}
+        versions = (meta.get("provenance") or {}).get("versions") or {}
+        seen.update({str(k): str(v) for k, v in versions.items()})
+    return [f"{k} {v} -> {now.get(k, 'absent')}" for k, v in sorted(seen.items()) if now.get(k) != v]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# updating
+
+
+def sanitize(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the golden record keeps: numbers, config, code version; not timings, host or row paths."""
+    out = json.loads(json.dumps(doc))
+    out["results"] = {k: v for k, v in out["results"].items() if not k.endswith(IGNORED_SUFFIX)}
+    meta = out.get("meta")
+    if isinstance(meta, dict):
+        meta.pop("rows", None)
+        prov = meta.get("provenance")
+        if isinstance(prov, dict):
+            for key in ("host", "platform"):
+                prov.pop(key, None)
+    return out
+
+
+def write_golden(
+    baseline: Path, cfg: dict[str, Any], fresh: Mapping[str, dict[str, Any] | None], reason: str, drifts: list[Drift]
+) -> None:
+    """Rewrite the golden results and append why to CHANGES.md and history.jsonl."""
+    missing = [m for m, d in fresh.items() if d is None]
+    if missing:
+        raise CheckError(f"cannot update: no fresh results for {', '.join(missing)}")
+    folder = baseline / str(cfg["dataset"])
+    keep = set()
+    for method, doc in fresh.items():
+        path = folder / f"{method}.json"
+        atomic_write_text(path, json.dumps(sanitize(doc), indent=2, allow_nan=False) + "\n")
+        keep.add(path)
+    for stale in baseline.glob("*/*.json"):
+        if stale not in keep:
+            stale.unlink()
+    git = provenance.git_state()
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    commit = (git.get("commit") or "unknown")[:12] + ("+dirty" if git.get("dirty") else "")
+    entry = {
+        "time": now,
+        "commit": git.get("commit"),
+        "dirty": git.get("dirty"),
+        "reason": reason,
+        "dataset": cfg["dataset"],
+        "methods": {m: list(r) for m, r in cfg["methods"].items()},
+        "drifted": len(drifts),
+        "changes": [asdict(d) for d in drifts[:200]],
+        "versions": provenance.package_versions(),
+    }
+    with (baseline / "history.jsonl").open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+    changes = baseline / "CHANGES.md"
+    text = changes.read_text(encoding="utf-8") if changes.exists() else "# Golden record changes\n"
+    text = text.rstrip("\n") + f"\n\n## {now} — commit {commit}\n\n{reason.strip()}\n"
+    if drifts:
+        text += f"\n{len(drifts)} value(s) changed:\n\n```\n{drift_table(drifts[:50])}\n```\n"
+    atomic_write_text(changes, text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def check(
+    baseline: Path,
+    *,
+    results: Path | None = None,
+    tolerances: Sequence[str] = (),
+    update: bool = False,
+    reason: str | None = None,
+    keep_results: Path | None = None,
+    out=sys.stdout,
+) -> int:
+    """Run the drift gate; returns the exit status (0 ok or updated, 1 drift, 2 error)."""
+    if update and not (reason and reason.strip()):
+        raise CheckError("--update needs --reason '...': say why the golden numbers change")
+    cfg = load_config(baseline)
+    overrides: dict[str, Tolerance] = {}
+    for name, spec in (cfg.get("tolerances") or {}).items():
+        overrides.update([parse_tolerance(f"{name}={spec}")])
+    overrides.update(parse_tolerance(t) for t in tolerances)
+    golden = {} if update and not any(baseline.glob("*/*.json")) else golden_documents(baseline, cfg)
+
+    if results is not None:
+        if not results.is_dir():
+            raise CheckError(f"{results}: no such results folder")
+        fresh = fresh_documents(results, cfg)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
+            root = keep_results or Path(tmp)
+            run_smoke(cfg, root)
+            fresh = fresh_documents(root, cfg)
+
+    drifts, compared, notes = compare(golden, fresh, overrides) if golden else ([], 0, [])
+    for note in notes:
+        print(f"note: {note}", file=out)
+    if update:
+        write_golden(baseline, cfg, fresh, reason or "", drifts)
+        print(f"golden record {baseline} updated ({len(drifts)} value(s) changed): {reason}", file=out)
+        return 0
+    if drifts:
+        print(f"DRIFT: {len(drifts)} of {compared} value(s) differ from the golden record {baseline}", file=out)
+        print(drift_table(drifts), file=out)
+        changed = version_changes(golden)
+        if changed:
+            print("package versions differ from the golden record: " + "; ".join(changed), file=out)
+        print("If the change is intended: python -m bench check --baseline ... --update --reason '...'", file=out)
+        return 1
+    methods = ", ".join(f"{m} ({len(r)} rates)" for m, r in cfg["methods"].items())
+    print(f"no drift: {compared} value(s) within tolerance; {cfg['dataset']}: {methods}", file=out)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench check",
+        description="drift gate: re-run the pinned smoke sweep of a golden record and compare the numbers",
+    )
+    parser.add_argument("--baseline", required=True, help="golden record folder, e.g. results/golden/smoke")
+    parser.add_argument("--results", default=None, help="compare these results instead of re-running the sweep")
+    parser.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=[abs:|rel:]VALUE",
+        help="per-metric tolerance (repeatable), e.g. psnr-rgb=1e-4 or bpp=rel:1e-6",
+    )
+    parser.add_argument("--update", action="store_true", help="rewrite the golden record with the new numbers")
+    parser.add_argument("--reason", default=None, help="why the golden numbers change (required with --update)")
+    parser.add_argument("--keep-results", default=None, help="run the sweep into this folder and keep it")
+    args = parser.parse_args(argv)
+    try:
+        return check(
+            Path(args.baseline),
+            results=Path(args.results) if args.results else None,
+            tolerances=args.tolerance,
+            update=args.update,
+            reason=args.reason,
+            keep_results=Path(args.keep_results) if args.keep_results else None,
+        )
+    except CheckError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,611 @@
+"""``python -m bench leaderboard``: a static HTML page and a markdown page ranking methods by BD-rate.
+
+Built from results folders (``<dataset>/<method>.json``): the repository's committed ``results/`` (unless
+``--no-committed``) and every ``--results DIR``; a later folder's method replaces an earlier one's on the same dataset.
+Per dataset and quality axis, methods are ranked by BD-rate against the anchor (pairwise, as
+:func:`bench.report.bd_cells` computes it; a figure that cannot be computed is listed last with its reason), with
+family, ``bpp_source``, provenance (commit, config hash, versions) and links to the RD and relative-difference plots.
+
+The joint human + machine view is the Pareto set over (human BD-rate, machine BD-rate), both lower-is-better, the
+anchor at (0, 0): PSNR (or the first human axis) against each task metric. With human metrics only it is the Pareto set
+over PSNR and MS-SSIM BD-rates.
+
+The HTML page is self-contained (inline CSS and JS, no network; the plots are PNG files beside it). Clicking a column
+header sorts its table; ``index.html?sort=KEY`` or ``?sort=KEY:desc`` applies the same click on load to every table
+with that column (``rank``, ``method``, ``bd-rate``...). On load, each image gets ``data-natural-width`` and the body
+``data-images-loaded="ok/total"``, so a headless browser can tell from the dumped DOM that the figures load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import html
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.bdrate import DEFAULT_MIN_OVERLAP
+from bench.report import (
+    DatasetAnalysis,
+    Entry,
+    ResultsError,
+    add_common_arguments,
+    analyse,
+    attach_references,
+    axis_unit,
+    cells_frame,
+    is_task_metric,
+    load_references,
+    load_roots,
+    md_table,
+    metric_label,
+    pick_anchor,
+    short_commit,
+    short_reason,
+    versions_text,
+    write_plots,
+)
+from bench.store import atomic_write_text
+
+
+def committed_results() -> Path:
+    """The checkout's ``results/`` folder (editable install), else ``./results``."""
+    here = Path(__file__).resolve().parent.parent / "results"
+    return here if here.is_dir() else Path("results")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rankings
+
+
+@dataclass
+class Row:
+    """One method in one ranking table."""
+
+    rank: int | None
+    entry: Entry
+    bd_rate: float | None
+    bd_metric: float | None
+    error: str | None
+    anchor: bool = False
+
+
+def ranking(a: DatasetAnalysis, metric: str) -> list[Row]:
+    """Methods on ``metric`` by BD-rate against the anchor (the anchor at 0); figures that failed come last."""
+    rows = []
+    for e in a.entries:
+        if metric not in e.curves and metric not in e.curve_errors:
+            continue
+        if e is a.anchor:
+            rows.append(Row(None, e, 0.0, 0.0, None, anchor=True))
+            continue
+        rate, met = a.cell(e.name, metric, "bd-rate"), a.cell(e.name, metric, "bd-metric")
+        if rate is None:
+            continue
+        rows.append(Row(None, e, rate.value, met.value if met else None, rate.error))
+    ok = sorted((r for r in rows if r.bd_rate is not None), key=lambda r: (r.bd_rate, r.entry.name))
+    for i, r in enumerate(ok, 1):
+        r.rank = i
+    return ok + sorted((r for r in rows if r.bd_rate is None), key=lambda r: r.entry.name)
+
+
+@dataclass
+class JointPoint:
+    entry: Entry
+    x: float | None
+    y: float | None
+    error: str | None
+    pareto: bool = False
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Which points no other point dominates (lower is better on both axes)."""
+    flags = []
+    for i, (x, y) in enumerate(points):
+        dominated = any((qx <= x and qy <= y) and (qx < x or qy < y) for j, (qx, qy) in enumerate(points) if j != i)
+        flags.append(not dominated)
+    return flags
+
+
+def joint_axes(a: DatasetAnalysis) -> list[tuple[str, str]]:
+    """(x, y) metric pairs of the joint view: human vs each task metric, else PSNR vs MS-SSIM."""
+    human = [m for m in a.metrics if not is_task_metric(m)]
+    machine = [m for m in a.metrics if is_task_metric(m)]
+    if human and machine:
+        return [(human[0], m) for m in machine]
+    if len(human) >= 2:
+        return [(human[0], human[1])]
+    return []
+
+
+def joint_view(a: DatasetAnalysis, x_metric: str, y_metric: str) -> list[JointPoint]:
+    """BD-rates of every method on both axes and whether it is on the Pareto front."""
+    pts = []
+    for e in a.entries:
+        if not (e.has(x_metric) and e.has(y_metric)):
+            continue
+        if e is a.anchor:
+            pts.append(JointPoint(e, 0.0, 0.0, None))
+            continue
+        cx, cy = a.cell(e.name, x_metric), a.cell(e.name, y_metric)
+        errors = [f"{m}: {c.error}" for m, c in ((x_metric, cx), (y_metric, cy)) if c is not None and c.error]
+        if cx is None or cy is None:
+            errors.append("no BD figure")
+        if errors:
+            pts.append(JointPoint(e, None, None, "; ".join(errors)))
+        else:
+            pts.append(JointPoint(e, cx.value, cy.value, None))
+    ok = [p for p in pts if p.error is None]
+    for p, flag in zip(ok, pareto_front([(p.x, p.y) for p in ok])):
+        p.pareto = flag
+    return sorted(ok, key=lambda p: (not p.pareto, p.x + p.y)) + [p for p in pts if p.error is not None]
+
+
+def plot_joint(points: Sequence[JointPoint], x_metric: str, y_metric: str, title: str, path: Path) -> Path:
+    """Scatter of the two BD-rates with the Pareto front as a staircase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 5))
+    ok = [p for p in points if p.error is None]
+    for p in ok:
+        ax.scatter(p.x, p.y, s=40 if p.pareto else 20, marker="o" if p.pareto else "x", zorder=3)
+        ax.annotate(p.entry.name, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    front = sorted((p.x, p.y) for p in ok if p.pareto)
+    if len(front) > 1:
+        xs, ys = zip(*front)
+        ax.step(xs, ys, where="post", linestyle="--", linewidth=1, color="gray", label="Pareto front")
+        ax.legend(fontsize=7)
+    ax.axhline(0, color="lightgray", linewidth=0.8)
+    ax.axvline(0, color="lightgray", linewidth=0.8)
+    ax.set_xlabel(f"BD-rate {metric_label(x_metric)} [%]")
+    ax.set_ylabel(f"BD-rate {metric_label(y_metric)} [%]")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# pages
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1300px;
+padding:0 1rem;color:#1b1f24;line-height:1.4}
+h1{font-size:1.6rem}h2{border-bottom:2px solid #d0d7de;padding-bottom:.2rem;margin-top:2.2rem}
+h3{margin-top:1.6rem}.meta{color:#57606a;font-size:.9rem}
+table{border-collapse:collapse;font-size:.85rem;margin:.6rem 0;width:100%}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
+th{background:#f6f8fa;white-space:nowrap}th[data-key]{cursor:pointer;user-select:none}
+th[data-key]:hover{background:#eaeef2}th[aria-sort=ascending]::after{content:" \\25B2"}
+th[aria-sort=descending]::after{content:" \\25BC"}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.anchor td{background:#fff8c5}tr.ref td{color:#57606a;font-style:italic}td.fail{color:#9a6700}
+tr.pareto td{background:#dafbe1}figure{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0}
+figure a{flex:1 1 560px;max-width:640px}figure img{width:100%;height:auto;border:1px solid #d0d7de}
+nav a{margin-right:1rem}
+code{background:#f6f8fa;padding:0 .2rem}
+"""
+
+JS = """
+(function () {
+  function value(td, type) {
+    var v = td.getAttribute('data-value');
+    if (type === 'num') {
+      if (v === null || v === '') return null;
+      var x = parseFloat(v);
+      return isNaN(x) ? null : x;
+    }
+    return (v !== null ? v : td.textContent).trim().toLowerCase();
+  }
+  function sortBy(th) {
+    var table = th.closest('table');
+    var idx = Array.prototype.indexOf.call(th.parentNode.children, th);
+    var type = th.getAttribute('data-type') || 'text';
+    var dir = th.getAttribute('aria-sort') === 'ascending' ? 'descending' : 'ascending';
+    table.querySelectorAll('th').forEach(function (h) { h.removeAttribute('aria-sort'); });
+    th.setAttribute('aria-sort', dir);
+    var sign = dir === 'ascending' ? 1 : -1;
+    var body = table.tBodies[0];
+    Array.prototype.slice.call(body.rows).map(function (r, i) {
+      return {r: r, i: i, v: value(r.cells[idx], type)};
+    }).sort(function (a, b) {
+      if (a.v === null && b.v === null) return a.i - b.i;
+      if (a.v === null) return 1;
+      if (b.v === null) return -1;
+      if (a.v < b.v) return -sign;
+      if (a.v > b.v) return sign;
+      return a.i - b.i;
+    }).forEach(function (o) { body.appendChild(o.r); });
+    table.setAttribute('data-sorted-by', th.getAttribute('data-key') + ':' + (sign > 0 ? 'asc' : 'desc'));
+  }
+  document.querySelectorAll('table.sortable th[data-key]').forEach(function (th) {
+    th.tabIndex = 0;
+    th.addEventListener('click', function () { sortBy(th); });
+    th.addEventListener('keydown', function (e) {
+      if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sortBy(th); }
+    });
+  });
+  new URLSearchParams(window.location.search).getAll('sort').forEach(function (spec) {
+    var parts = spec.split(':'), want = parts[1] === 'desc' ? 'descending' : 'ascending';
+    document.querySelectorAll('table.sortable th[data-key]').forEach(function (th) {
+      if (th.getAttribute('data-key') !== parts[0]) return;
+      for (var n = 0; n < 2 && th.getAttribute('aria-sort') !== want; n++) th.click();
+    });
+  });
+  function markImages() {
+    var ok = 0, imgs = document.images;
+    for (var i = 0; i < imgs.length; i++) {
+      var w = imgs[i].complete ? imgs[i].naturalWidth : 0;
+      imgs[i].setAttribute('data-natural-width', String(w));
+      if (w > 0) ok++;
+    }
+    document.body.setAttribute('data-images-loaded', ok + '/' + imgs.length);
+  }
+  if (document.readyState === 'complete') markImages(); else window.addEventListener('load', markImages);
+})();
+"""
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _td(text: str, value: Any = None, cls: str = "", title: str = "") -> str:
+    attrs = "" if value is None else f' data-value="{_e(value)}"'
+    attrs += f' class="{cls}"' if cls else ""
+    attrs += f' title="{_e(title)}"' if title else ""
+    return f"<td{attrs}>{text}</td>"
+
+
+def _th(label: str, key: str, numeric: bool = False) -> str:
+    return f'<th data-key="{key}" data-type="{"num" if numeric else "text"}" scope="col">{_e(label)}</th>'
+
+
+def _slug(*parts: str) -> str:
+    return "-".join("".join(ch if ch.isalnum() else "-" for ch in p) for p in parts)
+
+
+def _bpp_range(e: Entry, metric: str) -> str:
+    c = e.curves.get(metric)
+    if c is None or not len(c):
+        return ""
+    finite = [r for r in c.rates.tolist() if math.isfinite(r)]
+    return f"{min(finite):.3f}–{max(finite):.3f}" if finite else ""
+
+
+def _versions(e: Entry) -> tuple[str, str]:
+    p = e.provenance()
+    short = dict(p["codec_versions"])
+    if "hmc-bench" in p["versions"]:
+        short["hmc-bench"] = p["versions"]["hmc-bench"]
+    return versions_text(short), versions_text(p["versions"])
+
+
+def _plot_links(a: DatasetAnalysis, metric: str, out: Path) -> list[tuple[str, str]]:
+    plots = a.plots.get(metric, {})
+    names = {"rd": "RD curves", "relative": f"difference to {a.anchor.name if a.anchor else 'anchor'}"}
+    return [(names.get(k, k), Path(os.path.relpath(p, out)).as_posix()) for k, p in plots.items()]
+
+
+def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
+    unit = axis_unit(metric)
+    head = "".join(
+        [
+            _th("#", "rank", True),
+            _th("method", "method"),
+            _th("family", "family"),
+            _th("source", "source"),
+            _th("BD-rate [%]", "bd-rate", True),
+            _th(f"BD-{metric_label(metric)} [{unit}]", "bd-metric", True),
+            _th("points", "points", True),
+            _th("bpp range", "bpp-range"),
+            _th("bpp source", "bpp-source"),
+            _th("commit", "commit"),
+            _th("config hash", "config-hash"),
+            _th("versions", "versions"),
+        ]
+    )
+    body = []
+    for r in ranking(a, metric):
+        e = r.entry
+        p = e.provenance()
+        cls = "anchor" if r.anchor else ("ref" if e.reference else "")
+        short, full = _versions(e)
+        curve = e.curves.get(metric)
+        if r.error:
+            rate_td = _td(f"n/a: {_e(short_reason(r.error))}", "", "num fail", r.error)
+        elif r.anchor:
+            rate_td = _td("0 (anchor)", 0.0, "num")
+        else:
+            rate_td = _td(_e(f"{r.bd_rate:+.2f}"), r.bd_rate, "num")
+        cells = [
+            _td(str(r.rank) if r.rank else "—", r.rank if r.rank else "", "num"),
+            _td(_e(e.name), e.name, "", e.description),
+            _td(_e(e.family or "—")),
+            _td("reference" if e.reference else "ours"),
+            rate_td,
+            _td(_e(_num(r.bd_metric)), _num(r.bd_metric, 6), "num"),
+            _td(str(len(curve)) if curve is not None else "", len(curve) if curve is not None else "", "num"),
+            _td(_e(_bpp_range(e, metric))),
+            _td(_e(e.bpp_source or "—")),
+            _td(f"<code>{_e(short_commit(p))}</code>", short_commit(p), "", p["commit"] or ""),
+            _td(f"<code>{_e(p['config_hash'] or '—')}</code>", p["config_hash"] or ""),
+            _td(_e(short), short, "", full),
+        ]
+        body.append(f'<tr class="{cls}" data-method="{_e(e.name)}">{"".join(cells)}</tr>')
+    table_id = _slug("t", a.dataset, metric)
+    figures = "".join(
+        f'<a href="{_e(href)}"><img src="{_e(href)}" alt="{_e(a.dataset)} {_e(metric)}: {_e(name)}"></a>'
+        for name, href in _plot_links(a, metric, out)
+    )
+    return (
+        f'<section id="{_slug(a.dataset, metric)}"><h3>{_e(metric_label(metric))}</h3>'
+        f'<table class="sortable ranking" id="{table_id}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>" + (f"<figure>{figures}</figure>" if figures else "") + "</section>"
+    )
+
+
+def html_joint(a: DatasetAnalysis, x_metric: str, y_metric: str, plot: Path | None, out: Path) -> str:
+    head = "".join(
+        [
+            _th("method", "method"),
+            _th("family", "family"),
+            _th(f"BD-rate {metric_label(x_metric)} [%]", "bd-x", True),
+            _th(f"BD-rate {metric_label(y_metric)} [%]", "bd-y", True),
+            _th("Pareto", "pareto"),
+        ]
+    )
+    rows = []
+    for p in joint_view(a, x_metric, y_metric):
+        cls = "pareto" if p.pareto else ("anchor" if p.entry is a.anchor else "")
+        if p.error:
+            cells = [_td(_e(p.entry.name)), _td(_e(p.entry.family or "—"))]
+            cells += [_td("n/a", "", "num fail", p.error), _td("n/a", "", "num fail", p.error), _td("—", "z")]
+        else:
+            cells = [
+                _td(_e(p.entry.name)),
+                _td(_e(p.entry.family or "—")),
+                _td(_e(f"{p.x:+.2f}"), p.x, "num"),
+                _td(_e(f"{p.y:+.2f}"), p.y, "num"),
+                _td("yes" if p.pareto else "no", "a" if p.pareto else "b"),
+            ]
+        rows.append(f'<tr class="{cls}" data-method="{_e(p.entry.name)}">{"".join(cells)}</tr>')
+    fig = ""
+    if plot is not None:
+        href = Path(os.path.relpath(plot, out)).as_posix()
+        fig = f'<figure><a href="{_e(href)}"><img src="{_e(href)}" alt="joint view {_e(a.dataset)}"></a></figure>'
+    kind = "human + machine" if is_task_metric(y_metric) else "human only: PSNR and MS-SSIM"
+    return (
+        f'<section id="{_slug(a.dataset, "joint", x_metric, y_metric)}">'
+        f"<h3>Joint view ({_e(kind)}): {_e(metric_label(x_metric))} × {_e(metric_label(y_metric))}</h3>"
+        f'<p class="meta">Pareto set over the two BD-rates (lower is better on both), anchor at (0, 0).</p>'
+        f'<table class="sortable joint" id="{_slug("j", a.dataset, x_metric, y_metric)}">'
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{fig}</section>"
+    )
+
+
+@dataclass
+class Board:
+    """What was built: the pages and the analyses they show."""
+
+    html: Path
+    markdown: Path
+    csv: Path
+    analyses: list[DatasetAnalysis]
+    joint_plots: dict[tuple[str, str, str], Path]
+
+
+def render_html(
+    analyses: Sequence[DatasetAnalysis],
+    out: Path,
+    joint_plots: dict[tuple[str, str, str], Path],
+    *,
+    sources: Sequence[str],
+    settings: str,
+    generated: str,
+) -> str:
+    nav = "".join(f'<a href="#{_slug(a.dataset)}">{_e(a.dataset)}</a>' for a in analyses)
+    parts = [
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>hmc-bench leaderboard</title><style>{CSS}</style></head><body>",
+        "<header><h1>hmc-bench leaderboard</h1>",
+        f'<p class="meta">Generated {_e(generated)} from {_e(", ".join(map(str, sources)))}. {_e(settings)} '
+        "Click a column header to sort.</p></header>",
+        f"<nav>{nav}</nav>",
+    ]
+    for a in analyses:
+        parts.append(f'<section id="{_slug(a.dataset)}"><h2>{_e(a.dataset)}</h2>')
+        if a.anchor is None:
+            parts.append(f"<p>No ranking: {_e(a.anchor_note)}.</p></section>")
+            continue
+        note = f" ({_e(a.anchor_note)})" if a.anchor_note else ""
+        parts.append(
+            f"<p>Anchor: <strong>{_e(a.anchor.name)}</strong> ({_e(a.anchor.family or 'reference')}){note}.</p>"
+        )
+        for metric in a.metrics:
+            parts.append(html_ranking(a, metric, out))
+        for x_metric, y_metric in joint_axes(a):
+            parts.append(html_joint(a, x_metric, y_metric, joint_plots.get((a.dataset, x_metric, y_metric)), out))
+        if a.notes:
+            parts.append("<details><summary>Notes</summary><ul>")
+            parts += [f"<li>{_e(n)}</li>" for n in a.notes]
+            parts.append("</ul></details>")
+        parts.append("</section>")
+    parts.append(f"<script>{JS}</script></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def render_markdown(
+    analyses: Sequence[DatasetAnalysis],
+    out: Path,
+    joint_plots: dict[tuple[str, str, str], Path],
+    *,
+    sources: Sequence[str],
+    settings: str,
+    generated: str,
+) -> str:
+    lines = ["# hmc-bench leaderboard", "", f"Generated {generated} from {', '.join(map(str, sources))}. {settings}"]
+    for a in analyses:
+        lines += ["", f"## {a.dataset}", ""]
+        if a.anchor is None:
+            lines.append(f"No ranking: {a.anchor_note}.")
+            continue
+        lines.append(f"Anchor: **{a.anchor.name}** ({a.anchor.family or 'reference'}).")
+        for metric in a.metrics:
+            rows = []
+            for r in ranking(a, metric):
+                e, p = r.entry, r.entry.provenance()
+                if r.error:
+                    bd = f"n/a: {short_reason(r.error)}"
+                else:
+                    bd = "0 (anchor)" if r.anchor else f"{r.bd_rate:+.2f}"
+                rows.append(
+                    [
+                        r.rank or "—",
+                        e.name + (" (ref)" if e.reference else ""),
+                        e.family or "—",
+                        bd,
+                        _num(r.bd_metric) or "—",
+                        e.bpp_source or "—",
+                        short_commit(p),
+                        p["config_hash"] or "—",
+                        _versions(e)[0],
+                    ]
+                )
+            header = ["#", "method", "family", "BD-rate [%]", f"BD-{metric_label(metric)} [{axis_unit(metric)}]"]
+            header += ["bpp source", "commit", "config hash", "versions"]
+            lines += ["", f"### {metric_label(metric)}", "", md_table(header, rows)]
+            links = _plot_links(a, metric, out)
+            if links:
+                lines += ["", " · ".join(f"[{name}]({href})" for name, href in links)]
+        for x_metric, y_metric in joint_axes(a):
+            pts = joint_view(a, x_metric, y_metric)
+            rows = [
+                [
+                    p.entry.name,
+                    p.entry.family or "—",
+                    "n/a" if p.error else f"{p.x:+.2f}",
+                    "n/a" if p.error else f"{p.y:+.2f}",
+                    "—" if p.error else ("yes" if p.pareto else "no"),
+                ]
+                for p in pts
+            ]
+            header = ["method", "family", f"BD-rate {metric_label(x_metric)} [%]"]
+            header += [f"BD-rate {metric_label(y_metric)} [%]", "Pareto"]
+            lines += ["", f"### Joint view: {metric_label(x_metric)} × {metric_label(y_metric)}", ""]
+            lines.append(md_table(header, rows))
+            plot = joint_plots.get((a.dataset, x_metric, y_metric))
+            if plot is not None:
+                lines += ["", f"[joint plot]({Path(os.path.relpath(plot, out)).as_posix()})"]
+    return "\n".join(lines) + "\n"
+
+
+def build(
+    by_dataset: dict[str, list[Entry]],
+    out: Path,
+    *,
+    anchor: str | None = None,
+    monotone: str = "refuse",
+    min_overlap: float = DEFAULT_MIN_OVERLAP,
+    sources: Sequence[str] = (),
+) -> Board:
+    """Analyse, plot and write ``index.html``, ``leaderboard.md`` and ``leaderboard.csv`` into ``out``."""
+    analyses = analyse(by_dataset, anchor=anchor, monotone=monotone, min_overlap=min_overlap)
+    joint_plots: dict[tuple[str, str, str], Path] = {}
+    for a in analyses:
+        folder = out / "plots" / a.dataset
+        write_plots(a, folder)
+        if a.anchor is None:
+            continue
+        for x_metric, y_metric in joint_axes(a):
+            pts = joint_view(a, x_metric, y_metric)
+            if any(p.error is None for p in pts):
+                path = folder / f"joint-{x_metric}-{y_metric}.png"
+                title = f"{a.dataset}: BD-rates vs {a.anchor.name}"
+                joint_plots[(a.dataset, x_metric, y_metric)] = plot_joint(pts, x_metric, y_metric, title, path)
+    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    settings = f"BD-rate pairwise against the anchor (PCHIP), monotone={monotone}, min overlap {min_overlap:.0%}."
+    kw = {"sources": sources, "settings": settings, "generated": generated}
+    html_path, md_path, csv_path = out / "index.html", out / "leaderboard.md", out / "leaderboard.csv"
+    atomic_write_text(html_path, render_html(analyses, out, joint_plots, **kw))
+    atomic_write_text(md_path, render_markdown(analyses, out, joint_plots, **kw))
+    atomic_write_text(csv_path, cells_frame(c for a in analyses for c in a.cells).to_csv(index=False))
+    return Board(html_path, md_path, csv_path, list(analyses), joint_plots)
+
+
+def load_with_overrides(roots: Sequence[Path]) -> tuple[dict[str, list[Entry]], list[str]]:
+    """Entries of several roots; a later root's method replaces an earlier root's on the same dataset."""
+    merged: dict[str, dict[str, Entry]] = {}
+    notes = []
+    for root in roots:
+        for dataset, entries in load_roots([root]).items():
+            slot = merged.setdefault(dataset, {})
+            for e in entries:
+                if e.name in slot:
+                    notes.append(f"{dataset}/{e.name}: {e.path} replaces {slot[e.name].path}")
+                slot[e.name] = e
+    return {ds: list(v.values()) for ds, v in sorted(merged.items())}, notes
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench leaderboard", description="HTML + markdown leaderboard")
+    parser.add_argument("--results", action="append", default=[], help="results folder (repeatable)")
+    parser.add_argument(
+        "--no-committed", action="store_true", help="leave out the repository's committed results/ folder"
+    )
+    parser.add_argument("--out", default=os.path.join("reports", "leaderboard"), help="output folder")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    roots = [] if args.no_committed else [committed_results()]
+    roots = [r for r in roots if r.is_dir()] + [Path(r) for r in args.results]
+    if not roots:
+        print("error: no results folder: pass --results DIR", file=sys.stderr)
+        return 2
+    try:
+        by_dataset, notes = load_with_overrides(roots)
+        if args.dataset:
+            by_dataset = {k: v for k, v in by_dataset.items() if k in args.dataset}
+        by_dataset = attach_references(by_dataset, load_references(args.reference))
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not any(any(not e.reference for e in v) for v in by_dataset.values()):
+        where = ", ".join(map(str, roots))
+        print(f"error: no results (<dataset>/<method>.json) under {where}", file=sys.stderr)
+        return 2
+    if args.anchor and not any(pick_anchor(v, args.anchor)[0] for v in by_dataset.values()):
+        names = sorted({e.name for v in by_dataset.values() for e in v})
+        print(f"error: anchor {args.anchor!r} is in no dataset; methods: {', '.join(names)}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"note: {note}")
+    board = build(
+        by_dataset,
+        Path(args.out),
+        anchor=args.anchor,
+        monotone=args.monotone,
+        min_overlap=args.min_overlap,
+        sources=[str(r) for r in roots],
+    )
+    for a in board.analyses:
+        for metric in a.metrics:
+            ranked = [r for r in ranking(a, metric) if r.rank]
+            text = ", ".join(f"{r.rank}. {r.entry.name} ({r.bd_rate:+.2f}%)" for r in ranked)
+            print(f"{a.dataset} {metric}: {text or 'no BD-rate figures'}")
+    print(f"leaderboard: {board.html} and {board.markdown}")
+    return 0

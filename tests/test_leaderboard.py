@@ -1,0 +1,233 @@
+"""``python -m bench leaderboard``: rankings equal ``bench.bdrate``, the Pareto view, and the page in a real browser."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import leaderboard as L
+from bench import report as R
+from bench.bdrate import bd_rate
+from bench.rdcurves import RDCurve
+
+REPO = Path(__file__).resolve().parents[1]
+BPP = [0.25, 0.5, 1.0, 2.0]
+PSNR = [28.0, 31.0, 34.0, 37.0]
+MAP = [0.30, 0.40, 0.48, 0.52]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+def bench(*args: str, cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def ssim_at(bpp: float) -> float:
+    """An MS-SSIM curve linear in dB over log-rate, so a rate scaling is an exact BD-rate."""
+    return 1 - 10 ** (-(10 + 3 * math.log2(bpp / 0.25)) / 10)
+
+
+def psnr_at(bpp: float) -> float:
+    return 28 + 3 * math.log2(bpp / 0.25)  # PSNR above: 28, 31, 34, 37 dB
+
+
+SSIM = [ssim_at(b) for b in BPP]
+
+
+def scaled(factor: float) -> list[float]:
+    return [b * factor for b in BPP]
+
+
+def doc(name: str, family: str, bpp: list[float], machine_bpp: list[float] | None = None, **res) -> dict:
+    results = {"bpp": bpp, **{k.replace("_", "-"): v for k, v in res.items()}}
+    if machine_bpp is not None:
+        results["bpp-mAP"] = machine_bpp
+    meta = {
+        "family": family,
+        "bpp_source": "bitstream",
+        "config_hash": f"cfg{name}",
+        "codec_versions": {"codec": "1.0"},
+        "provenance": {"git": {"commit": "feedc0ffee" + "0" * 30, "dirty": True}, "versions": {"hmc-bench": "0.1.0"}},
+    }
+    return {"name": name, "description": f"{name} method", "results": results, "meta": meta}
+
+
+def make_results(root: Path) -> Path:
+    """coco: human + machine curves with known BD-rates; toy: human only."""
+    docs = {
+        "coco": [
+            doc("jpeg", "SBAR", BPP, BPP, psnr_rgb=PSNR, mAP=MAP),
+            doc("alpha", "MBHD", scaled(0.8), scaled(1.05), psnr_rgb=PSNR, mAP=MAP),  # human -20 %, machine +5 %
+            doc("beta", "MBID", scaled(0.9), scaled(0.7), psnr_rgb=PSNR, mAP=MAP),  # -10 %, -30 %
+            doc("gamma", "SBMD", scaled(1.1), scaled(1.2), psnr_rgb=PSNR, mAP=MAP),  # +10 %, +20 %
+            doc("delta", "SBAR", BPP, scaled(1.3), psnr_rgb=[28.0, 31.0, 30.0, 37.0], mAP=MAP),  # PSNR not monotone
+        ],
+        "toy": [
+            doc("jpeg", "SBAR", BPP, psnr_rgb=PSNR, ms_ssim_rgb=SSIM),
+            doc("fast", "SBAR", scaled(0.8), psnr_rgb=PSNR, ms_ssim_rgb=SSIM),  # -20 %, -20 %
+            # PSNR as at 1/0.78 of the rate, MS-SSIM as at 1/0.9: -22 %, -10 %
+            doc(
+                "odd",
+                "SBAR",
+                BPP,
+                psnr_rgb=[psnr_at(b / 0.78) for b in BPP],
+                ms_ssim_rgb=[ssim_at(b / 0.9) for b in BPP],
+            ),
+            doc("worse", "SBAR", scaled(1.1), psnr_rgb=PSNR, ms_ssim_rgb=SSIM),
+        ],
+    }
+    for dataset, items in docs.items():
+        (root / dataset).mkdir(parents=True, exist_ok=True)
+        for d in items:
+            (root / dataset / f"{d['name']}.json").write_text(json.dumps(d))
+    return root
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    base = tmp_path_factory.mktemp("board")
+    root = make_results(base / "res")
+    res = bench("leaderboard", "--no-committed", "--results", str(root), "--out", str(base / "lb"), cwd=base)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return root, base / "lb", res
+
+
+def test_ranking_is_bd_rate_against_the_anchor(board):
+    root, _, res = board
+    (coco,) = R.analyse(R.load_roots([root], ["coco"]))
+    order = [(r.rank, r.entry.name) for r in L.ranking(coco, "psnr-rgb")]
+    assert order == [(1, "alpha"), (2, "beta"), (3, "jpeg"), (4, "gamma"), (None, "delta")]
+    anchor = RDCurve("jpeg", np.array(BPP), np.array(PSNR), "psnr-rgb")
+    for r in L.ranking(coco, "psnr-rgb"):
+        if r.rank and not r.anchor:
+            assert r.bd_rate == bd_rate(anchor, r.entry.curves["psnr-rgb"]).value
+    machine = {r.entry.name: r.bd_rate for r in L.ranking(coco, "mAP")}
+    assert machine["beta"] == pytest.approx(-30.0, abs=1e-9) and machine["gamma"] == pytest.approx(20.0, abs=1e-9)
+    assert "coco psnr-rgb: 1. alpha (-20.00%), 2. beta (-10.00%), 3. jpeg (+0.00%), 4. gamma (+10.00%)" in res.stdout
+
+
+def test_joint_views_are_pareto_sets(board):
+    root, _, _ = board
+    coco, toy = R.analyse(R.load_roots([root]))
+    assert L.joint_axes(coco) == [("psnr-rgb", "mAP")]  # human + machine
+    flags = {p.entry.name: p.pareto for p in L.joint_view(coco, "psnr-rgb", "mAP")}
+    assert flags == {"alpha": True, "beta": True, "jpeg": False, "gamma": False, "delta": False}
+    assert L.joint_axes(toy) == [("psnr-rgb", "ms-ssim-rgb")]  # human only: PSNR x MS-SSIM
+    flags = {p.entry.name: p.pareto for p in L.joint_view(toy, "psnr-rgb", "ms-ssim-rgb")}
+    assert flags == {"odd": True, "fast": True, "jpeg": False, "worse": False}
+    odd = toy.cell("odd", "ms-ssim-rgb").value
+    assert odd == pytest.approx(-10.0, abs=1e-6) and toy.cell("odd", "psnr-rgb").value == pytest.approx(-22.0, abs=1e-6)
+    assert L.pareto_front([(0, 0), (1, -1), (1, 1), (0, 0)]) == [True, True, False, True]
+
+
+def test_pages_link_plots_and_show_provenance(board):
+    _, out, _ = board
+    page = (out / "index.html").read_text()
+    assert "http://" not in page and "https://" not in page  # self-contained: nothing from the network
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert "plots/coco/rd-psnr-rgb.png" in srcs and "plots/coco/joint-psnr-rgb-mAP.png" in srcs
+    assert all((out / s).stat().st_size > 5000 for s in srcs)
+    assert "feedc0ffee+dirty" in page and "cfgbeta" in page and "codec 1.0, hmc-bench 0.1.0" in page
+    md = (out / "leaderboard.md").read_text()
+    assert "| 1 | alpha | MBHD | -20.00 |" in md and "| — | delta | SBAR | n/a: not monotone |" in md
+    assert "### Joint view: PSNR RGB × mAP" in md and "| beta | MBID | -10.00 | -30.00 | yes |" in md
+    assert "[RD curves](plots/toy/rd-psnr-rgb.png)" in md
+    assert (out / "leaderboard.csv").read_text().count("\n") > 10
+
+
+def test_later_results_folder_replaces_a_method(tmp_path, board):
+    root, _, _ = board
+    mine = tmp_path / "mine"
+    (mine / "toy").mkdir(parents=True)
+    (mine / "toy" / "worse.json").write_text(json.dumps(doc("worse", "SBAR", scaled(0.5), psnr_rgb=PSNR)))
+    by_dataset, notes = L.load_with_overrides([root, mine])
+    assert any("worse" in n and "replaces" in n for n in notes)
+    (toy,) = R.analyse({"toy": by_dataset["toy"]})
+    assert toy.cell("worse", "psnr-rgb").value == pytest.approx(-50.0, abs=1e-9)
+    assert L.committed_results() == REPO / "results"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# a real headless browser
+
+
+def chromium() -> str | None:
+    env = os.environ.get("HMC_BENCH_CHROMIUM")
+    if env:
+        return env
+    return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+requires_chromium = pytest.mark.skipif(
+    chromium() is None,
+    reason="no chromium on PATH: apt-get install -y --no-install-recommends chromium (or set HMC_BENCH_CHROMIUM)",
+)
+
+
+def browse(page: Path, tmp_path: Path, *args: str, query: str = "") -> str:
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        *args,
+        page.resolve().as_uri() + query,
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def table_order(dom: str, table_id: str) -> list[str]:
+    m = re.search(rf'<table[^>]*id="{table_id}"[^>]*>(.*?)</table>', dom, re.S)
+    assert m, f"table {table_id} not in the DOM"
+    return re.findall(r'<tr[^>]*data-method="([^"]+)"', m.group(1))
+
+
+@requires_chromium
+def test_browser_sorts_on_header_click_and_loads_figures(board, tmp_path):
+    _, out, _ = board
+    page = out / "index.html"
+    dom = browse(page, tmp_path, "--dump-dom")
+    assert table_order(dom, "t-coco-psnr-rgb") == ["alpha", "beta", "jpeg", "gamma", "delta"]
+    loaded = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    assert loaded and loaded.group(1) == loaded.group(2) and int(loaded.group(2)) >= 10, loaded
+    widths = re.findall(r'data-natural-width="(\d+)"', dom)
+    assert widths and all(int(w) > 0 for w in widths)
+
+    dom = browse(page, tmp_path, "--dump-dom", query="?sort=method:desc")
+    assert table_order(dom, "t-coco-psnr-rgb") == ["jpeg", "gamma", "delta", "beta", "alpha"]
+    assert 'data-sorted-by="method:desc"' in dom and 'aria-sort="descending"' in dom
+
+    dom = browse(page, tmp_path, "--dump-dom", query="?sort=bd-rate:desc")
+    assert table_order(dom, "t-coco-psnr-rgb") == ["gamma", "jpeg", "beta", "alpha", "delta"]  # n/a stays last
+    assert table_order(dom, "t-coco-mAP") == ["delta", "gamma", "alpha", "jpeg", "beta"]
+
+
+@requires_chromium
+def test_browser_screenshot(board, tmp_path):
+    _, out, _ = board
+    shot = tmp_path / "page.png"
+    browse(out / "index.html", tmp_path, f"--screenshot={shot}", "--window-size=1280,1600", "--hide-scrollbars")
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
+    width, height = struct.unpack(">II", data[16:24])
+    assert (width, height) == (1280, 1600)
