@@ -82,7 +82,8 @@ def ranking(a: DatasetAnalysis, metric: str) -> list[Row]:
         if metric not in e.curves and metric not in e.curve_errors:
             continue
         if e is a.anchor:
-            rows.append(Row(None, e, 0.0, 0.0, None, anchor=True))
+            broken = e.curve_errors.get(metric)
+            rows.append(Row(None, e, None if broken else 0.0, None if broken else 0.0, broken, anchor=True))
             continue
         rate, met = a.cell(e.name, metric, "bd-rate"), a.cell(e.name, metric, "bd-metric")
         if rate is None:

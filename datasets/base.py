@@ -1,9 +1,10 @@
-"""What a dataset is to the runner: named samples that load as RGB arrays."""
+"""What a dataset is to the runner: named samples that load as RGB arrays, and their labels."""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +18,11 @@ class Sample:
 
 
 class ImageDataset(abc.ABC):
-    """A finite, ordered set of images (ground truth for tasks comes later)."""
+    """A finite, ordered set of images, with ground truth for the task kinds it has labels for."""
 
     name: str
+    #: task kinds this dataset has labels for ("detection", "segmentation", "classification", ...)
+    label_kinds: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def samples(self) -> list[Sample]:
@@ -28,6 +31,14 @@ class ImageDataset(abc.ABC):
     @abc.abstractmethod
     def load(self, sample: Sample) -> np.ndarray:
         """The sample's pixels as H x W x 3 uint8 RGB."""
+
+    def targets(self, kind: str, samples: list[Sample]) -> dict[str, Any]:
+        """Ground truth of ``kind`` for ``samples`` (sample id -> what the task's evaluator reads).
+
+        A dataset without labels of that kind raises ``KeyError``; the runner
+        then uses the fidelity protocol.
+        """
+        raise KeyError(f"dataset {self.name!r} has no {kind} labels")
 
     def describe(self) -> str:
         return self.name

@@ -1,0 +1,80 @@
+"""What a machine task is to the runner.
+
+A task has a network (a batch of RGB images in, one JSON-serialisable
+prediction per image out) and an evaluator that turns the predictions of a
+whole dataset at one rate point into metrics (mAP, mIoU, top-1, ...).
+
+Two protocols:
+
+- ``ground_truth``: the dataset's labels are the reference (COCO, Cityscapes,
+  an ImageNet-style folder);
+- ``fidelity``: for data without labels, the task network's prediction on the
+  uncompressed image is the reference, computed once per (dataset, task) and
+  cached. Results say which protocol made them (``meta.tasks[...].protocol``).
+
+Predictions cross process boundaries and are stored in the result rows, so
+they are plain JSON (lists, dicts, numbers; masks as COCO RLE or PNG bytes
+in base64) — never tensors.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar, Mapping, Sequence
+
+import numpy as np
+
+GROUND_TRUTH = "ground_truth"
+FIDELITY = "fidelity"
+
+
+class TaskUnavailable(RuntimeError):
+    """The task network cannot run here (missing weights or package); the message says how to fix it."""
+
+
+class Task(abc.ABC):
+    """One machine task: ``predict`` on images, ``evaluate`` a dataset's predictions.
+
+    ``name`` keys the task in results (columns are ``<name>/<metric>``);
+    ``metrics`` lists what ``evaluate`` returns, the first being the headline
+    metric for RD curves and BD-rates.
+    """
+
+    #: the kind of ground truth the task needs from a dataset ("detection", "segmentation", "classification", ...)
+    kind: ClassVar[str]
+    #: metric names returned by ``evaluate``; the first is the headline
+    metrics: ClassVar[tuple[str, ...]]
+    #: whether the network runs in torch (the runner then keeps it in one process)
+    uses_torch: ClassVar[bool] = False
+
+    def __init__(self, name: str, batch_size: int = 8, **options: Any):
+        self.name = name
+        self.batch_size = batch_size
+        self.options = options
+
+    @abc.abstractmethod
+    def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """One JSON-serialisable prediction per H x W x 3 uint8 RGB image, in input coordinates."""
+
+    @abc.abstractmethod
+    def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
+        """Metrics of ``predictions`` (sample id -> prediction) against ``references``.
+
+        ``references`` maps the same sample ids to ground truth (from the
+        dataset's ``targets``) or, under the fidelity protocol, to the
+        prediction on the uncompressed image (``reference_from_prediction``).
+        """
+
+    def reference_from_prediction(self, prediction: Any) -> Any:
+        """Turn a prediction on the uncompressed image into a reference (fidelity protocol)."""
+        return prediction
+
+    def unavailable_reason(self) -> str | None:
+        """Why the task cannot run here (missing weights, package), or None."""
+        return None
+
+    def describe(self) -> str:
+        return self.name
+
+    def versions(self) -> dict[str, str]:
+        return {}
