@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import hydra
@@ -12,9 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import provenance
 from bench.datasets.base import DatasetUnavailable, ImageDataset
+from bench.evaluation import evaluate_task
 from bench.methods.base import Method, MethodUnavailable
-from bench.runner import run_sweep
+from bench.runner import TaskLogs, run_sweep
 from bench.store import RunStore, aggregate, compressai_json, write_outputs
+from bench.tasks.base import Task
 
 log = logging.getLogger("bench")
 
@@ -48,6 +51,29 @@ def format_table(table, name: str, dataset: str) -> str:
     return f"{name} on {dataset}\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
 
 
+@dataclass
+class TaskSetup:
+    """A task built from config, with the hash that keys its prediction rows."""
+
+    task: Task
+    config: dict[str, Any]
+    hash: str
+
+
+def build_tasks(cfg: DictConfig) -> list[TaskSetup]:
+    """The run's machine tasks (``task=<name>``), each checked to be runnable here."""
+    setups = []
+    if cfg.get("task") is not None:
+        task: Task = instantiate(cfg.task)
+        why = task.unavailable_reason()
+        if why:
+            raise UserError(f"task {task.name!r} cannot run here: {why}")
+        conf = OmegaConf.to_container(cfg.task, resolve=True)
+        hashed = {k: v for k, v in conf.items() if k not in ("batch_size", "device")}
+        setups.append(TaskSetup(task, conf, provenance.config_hash({"task": hashed, "version": MEASUREMENT_VERSION})))
+    return setups
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Run one (method, dataset) sweep from a composed config; returns a summary."""
     method: Method = instantiate(cfg.method)
@@ -64,12 +90,17 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     if cfg.limit is not None:
         samples = samples[: int(cfg.limit)]
     metrics = list(cfg.metrics)
+    task_setups = build_tasks(cfg)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     if method.uses_torch and hasattr(method, "device"):
         method_cfg["device"] = method.device  # numbers may differ across devices: keep them apart
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     chash = row_config_hash(method_cfg, metrics)
     store = RunStore(cfg.results_dir, dataset.name, method.name, chash)
+    tasks = [
+        TaskLogs(t.task, store.task_log(t.task.name, t.hash), store.reference_log(t.task.name, t.hash))
+        for t in task_setups
+    ]
     store.write_config({"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics})
     log.info(
         "%s (%s) on %s: %d samples x %d rates",
@@ -96,6 +127,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     rows = store.sample_table()
     rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
     table = aggregate(rows, method.rates)
+    task_meta = {}
+    for t in tasks:
+        task_table, task_meta[t.task.name] = evaluate_task(t, dataset, samples, method.rates)
+        table = table.merge(task_table, on="rate", how="left") if not table.empty else task_table
     failures = (
         []
         if rows.empty or "error" not in rows
@@ -109,7 +144,13 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "dataset_description": dataset.describe(),
         "samples": len(samples),
         "failures": failures,
-        "config": {"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics},
+        "config": {
+            "method": method_cfg,
+            "dataset": dataset_cfg,
+            "metrics": metrics,
+            "tasks": {t.task.name: t.config for t in task_setups},
+        },
+        "tasks": task_meta,
         "config_hash": chash,
         "rows": str(store.rows_path),
         "codec_versions": method.versions(),

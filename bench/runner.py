@@ -14,6 +14,7 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,13 @@ import numpy as np
 from bench import metrics as M
 from bench.datasets.base import ImageDataset, Sample
 from bench.methods.base import HUMAN, Bitstream, Method
-from bench.store import RunStore
+from bench.store import RowLog, RunStore
+from bench.tasks.base import Task
 
 log = logging.getLogger(__name__)
+
+#: the rate label of predictions on the uncompressed input
+UNCOMPRESSED = "uncompressed"
 
 #: metric name -> factory that takes the original image and returns a scorer of
 #: reconstructions (MS-SSIM caches the original's terms across the rate sweep)
@@ -37,60 +42,165 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def measure_sample(
-    method: Method, dataset: ImageDataset, sample: Sample, rates: Sequence[Any], metrics: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Rows for one sample at the given rates; failures become rows with ``error``."""
-    base = {"sample": sample.id}
-    try:
-        image = dataset.load(sample)
-    except Exception as exc:  # noqa: BLE001 - any unreadable input fails only its sample
-        return [{**base, "rate": rate, "error": _error_text(exc)} for rate in rates]
-    height, width = image.shape[:2]
-    scorers: dict[str, Callable[[np.ndarray], float]] = {}
-    unscorable: dict[str, str] = {}
-    for name in metrics:
-        try:
-            scorers[name] = METRICS[name](image)
-        except ValueError as exc:  # e.g. MS-SSIM of an image under 161 px
-            unscorable[name] = f"{name}: {exc}"
+@dataclass
+class TaskJob:
+    """What one sample still needs from one task: predictions at ``rates``, and the uncompressed one."""
+
+    task: Task
+    rates: list[Any] = field(default_factory=list)
+    need_reference: bool = False
+
+
+@dataclass
+class SampleResult:
+    """Rows one sample produced: human metrics, and per task predictions and the uncompressed reference."""
+
+    human: list[dict[str, Any]] = field(default_factory=list)
+    tasks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    references: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def count(self) -> tuple[int, int]:
+        rows = [*self.human, *(r for rs in self.tasks.values() for r in rs)]
+        return len(rows), sum(1 for r in rows if r.get("error"))
+
+
+def _predict_rows(task: Task, sample: Sample, items: list[tuple[Any, dict[str, Any], Any]]) -> list[dict[str, Any]]:
+    """Run ``task`` over (rate, row, input) items in batches; a failing batch fails its rows."""
     rows = []
-    for rate in rates:
-        row: dict[str, Any] = {**base, "rate": rate, "height": height, "width": width, "error": None}
+    for start in range(0, len(items), max(1, task.batch_size)):
+        batch = items[start : start + task.batch_size]
         try:
-            start = time.perf_counter()
-            written = method.encode(image, rate)
-            row["encoding_time"] = time.perf_counter() - start
-            # The decoder gets the bytes and nothing else the encoder kept.
-            received = Bitstream(dict(written.streams), height=written.height, width=written.width)
-            charged = method.streams_for(HUMAN, received)
-            row["bytes"] = received.num_bytes(charged)
-            row["bytes_by_stream"] = {name: len(data) for name, data in received.streams.items()}
-            row["bpp"] = M.bits_per_pixel(row["bytes"], height, width)
-            start = time.perf_counter()
-            decoded = method.decode(received, HUMAN)
-            row["decoding_time"] = time.perf_counter() - start
-            if decoded.shape != image.shape or decoded.dtype != np.uint8:
-                raise ValueError(f"decoder returned {decoded.shape} {decoded.dtype}, expected {image.shape} uint8")
-            for name, score in scorers.items():
-                row[name] = score(decoded)
-            for name in unscorable:
-                row[name] = math.nan
-            if unscorable:
-                row["notes"] = "; ".join(unscorable.values())
-        except Exception as exc:  # noqa: BLE001 - a codec failing on one sample fails that sample
-            row["error"] = _error_text(exc)
-        rows.append(row)
+            predictions = task.predict([x for _, _, x in batch])
+            if len(predictions) != len(batch):
+                raise ValueError(f"task {task.name} returned {len(predictions)} predictions for {len(batch)} inputs")
+        except Exception as exc:  # noqa: BLE001 - a task failing on one sample fails that sample
+            predictions = [None] * len(batch)
+            for _, row, _ in batch:
+                row["error"] = _error_text(exc)
+        for (_, row, _), prediction in zip(batch, predictions):
+            row["prediction"] = prediction
+            rows.append(row)
     return rows
 
 
+class _Decoder:
+    """Decodes what each target receives from one bitstream: only its streams, once per stream set."""
+
+    def __init__(self, method: Method, written: Bitstream):
+        self.method = method
+        self.written = written
+        self.cache: dict[Any, tuple[Any, float]] = {}
+
+    def for_target(self, target: str) -> tuple[Any, int, float]:
+        """The decoded input of ``target``, the bytes it was charged, and the decode time."""
+        charged = self.method.streams_for(target, self.written)
+        w = self.written
+        received = Bitstream({n: w.streams[n] for n in charged}, height=w.height, width=w.width)
+        key = (tuple(charged), target) if self.method.decodes_per_target else tuple(charged)
+        if key not in self.cache:
+            start = time.perf_counter()
+            self.cache[key] = (self.method.decode(received, target), time.perf_counter() - start)
+        out, seconds = self.cache[key]
+        return out, received.num_bytes(), seconds
+
+
+def measure_sample(
+    method: Method,
+    dataset: ImageDataset,
+    sample: Sample,
+    rates: Sequence[Any],
+    metrics: Sequence[str],
+    task_jobs: Sequence[TaskJob] = (),
+) -> SampleResult:
+    """Encode ``sample`` once per rate point and measure every target that still needs it.
+
+    ``rates`` are the rate points that need human metrics; each task job adds
+    its own. Each target is charged the streams its family contract names and
+    decodes only those; targets that receive the same streams share one decode
+    unless the method decodes per target. Failures become rows with ``error``.
+    """
+    result = SampleResult()
+    human_rates = {str(r) for r in rates}
+    all_rates = list(dict.fromkeys([*rates, *(r for job in task_jobs for r in job.rates)]))
+    try:
+        image = dataset.load(sample)
+    except Exception as exc:  # noqa: BLE001 - any unreadable input fails only its sample
+        error = _error_text(exc)
+        result.human = [{"sample": sample.id, "rate": r, "error": error} for r in rates]
+        for job in task_jobs:
+            result.tasks[job.task.name] = [{"sample": sample.id, "rate": r, "error": error} for r in job.rates]
+        return result
+    height, width = image.shape[:2]
+    for job in task_jobs:
+        if job.need_reference:
+            row = {"sample": sample.id, "rate": UNCOMPRESSED, "error": None}
+            result.references[job.task.name] = _predict_rows(job.task, sample, [(UNCOMPRESSED, row, image)])
+
+    scorers: dict[str, Callable[[np.ndarray], float]] = {}
+    unscorable: dict[str, str] = {}
+    if human_rates:
+        for name in metrics:
+            try:
+                scorers[name] = METRICS[name](image)
+            except ValueError as exc:  # e.g. MS-SSIM of an image under 161 px
+                unscorable[name] = f"{name}: {exc}"
+    pending: dict[str, list[tuple[Any, dict[str, Any], Any]]] = {job.task.name: [] for job in task_jobs}
+    for rate in all_rates:
+        base = {"sample": sample.id, "rate": rate, "height": height, "width": width, "error": None}
+        task_here = [job for job in task_jobs if str(rate) in {str(r) for r in job.rates}]
+        try:
+            start = time.perf_counter()
+            written = method.encode(image, rate)
+            encoding_time = time.perf_counter() - start
+        except Exception as exc:  # noqa: BLE001 - a codec failing on one sample fails that sample
+            error = _error_text(exc)
+            if str(rate) in human_rates:
+                result.human.append({**base, "error": error})
+            for job in task_here:
+                result.tasks.setdefault(job.task.name, []).append({**base, "error": error})
+            continue
+        decoder = _Decoder(method, written)
+
+        if str(rate) in human_rates:
+            row = {**base, "encoding_time": encoding_time}
+            row["bytes_by_stream"] = {name: len(data) for name, data in written.streams.items()}
+            try:
+                reconstruction, row["bytes"], row["decoding_time"] = decoder.for_target(HUMAN)
+                row["bpp"] = M.bits_per_pixel(row["bytes"], height, width)
+                if reconstruction.shape != image.shape or reconstruction.dtype != np.uint8:
+                    raise ValueError(
+                        f"decoder returned {reconstruction.shape} {reconstruction.dtype}, expected {image.shape} uint8"
+                    )
+                for name, score in scorers.items():
+                    row[name] = score(reconstruction)
+                for name in unscorable:
+                    row[name] = math.nan
+                if unscorable:
+                    row["notes"] = "; ".join(unscorable.values())
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = _error_text(exc)
+            result.human.append(row)
+        for job in task_here:
+            row = dict(base)
+            try:
+                task_input, row["bytes"], row["decoding_time"] = decoder.for_target(job.task.name)
+                row["bpp"] = M.bits_per_pixel(row["bytes"], height, width)
+                pending[job.task.name].append((rate, row, task_input))
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = _error_text(exc)
+                result.tasks.setdefault(job.task.name, []).append(row)
+    for job in task_jobs:
+        result.tasks.setdefault(job.task.name, []).extend(_predict_rows(job.task, sample, pending[job.task.name]))
+    return result
+
+
 # Worker processes receive the job once, at start, rather than with every sample.
-_JOB: tuple[Method, ImageDataset, list[Any], list[str]] | None = None
+_JOB: tuple[Method, ImageDataset, list[str]] | None = None
 
 
 def _init_worker(method: Method, dataset: ImageDataset, metrics: list[str]) -> None:
     global _JOB
-    _JOB = (method, dataset, [], metrics)
+    _JOB = (method, dataset, metrics)
     try:  # each process is one worker: OpenCV's own threads would fight the others
         import cv2
 
@@ -99,10 +209,19 @@ def _init_worker(method: Method, dataset: ImageDataset, metrics: list[str]) -> N
         pass
 
 
-def _run_in_worker(sample: Sample, rates: list[Any]) -> list[dict[str, Any]]:
+def _run_in_worker(sample: Sample, rates: list[Any], task_jobs: list[TaskJob]) -> SampleResult:
     assert _JOB is not None
-    method, dataset, _, metrics = _JOB
-    return measure_sample(method, dataset, sample, rates, metrics)
+    method, dataset, metrics = _JOB
+    return measure_sample(method, dataset, sample, rates, metrics, task_jobs)
+
+
+@dataclass
+class TaskLogs:
+    """Where one task's rows go: predictions on reconstructions, and on the uncompressed input."""
+
+    task: Task
+    predictions: RowLog
+    reference: RowLog
 
 
 def run_sweep(
@@ -114,50 +233,75 @@ def run_sweep(
     resume: bool = True,
     progress: bool = True,
     samples: list[Sample] | None = None,
+    tasks: Sequence[TaskLogs] = (),
 ) -> dict[str, int]:
-    """Measure what is not yet in ``store``; returns counts of work done and skipped."""
+    """Measure what is not yet in ``store``; returns counts of work done and skipped.
+
+    A (sample, rate) whose human row and every task's row exist is skipped;
+    one that lacks only a task's row is encoded again for that task alone.
+    """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
     samples = samples if samples is not None else dataset.samples()
     done = store.done_keys() if resume else set()
-    todo: list[tuple[Sample, list[Any]]] = []
+    task_done = {t.task.name: t.predictions.done_keys() if resume else set() for t in tasks}
+    ref_done = {t.task.name: {s for s, _ in t.reference.done_keys()} if resume else set() for t in tasks}
+    todo: list[tuple[Sample, list[Any], list[TaskJob]]] = []
+    total = 0
     for sample in samples:
         rates = [r for r in method.rates if (sample.id, str(r)) not in done]
-        if rates:
-            todo.append((sample, rates))
-    skipped = len(samples) * len(method.rates) - sum(len(r) for _, r in todo)
-    stats = {"samples": len(samples), "measured": 0, "skipped": skipped, "failed": 0}
+        jobs = []
+        for t in tasks:
+            job = TaskJob(
+                t.task,
+                [r for r in method.rates if (sample.id, str(r)) not in task_done[t.task.name]],
+                sample.id not in ref_done[t.task.name],
+            )
+            if job.rates or job.need_reference:
+                jobs.append(job)
+        total += len(method.rates) * (1 + len(tasks))
+        if rates or jobs:
+            todo.append((sample, rates, jobs))
+    pending = sum(len(r) + sum(len(j.rates) for j in jobs) for _, r, jobs in todo)
+    stats = {"samples": len(samples), "measured": 0, "skipped": total - pending, "failed": 0}
     if not todo:
-        log.info("nothing to do: all %d rows are in %s", skipped, store.rows_path)
+        log.info("nothing to do: all %d rows are in %s", total, store.run_dir)
         return stats
-    if skipped:
-        log.info("resuming: %d rows already in %s", skipped, store.rows_path)
+    if stats["skipped"]:
+        log.info("resuming: %d of %d rows already in %s", stats["skipped"], total, store.run_dir)
 
     from tqdm import tqdm
 
     bar = tqdm(total=len(todo), desc=f"{method.name} on {dataset.name}", unit="image", disable=not progress)
+    logs = {t.task.name: t for t in tasks}
 
-    def record(rows: list[dict[str, Any]]) -> None:
-        store.append_rows(rows)
-        stats["measured"] += len(rows)
-        stats["failed"] += sum(1 for r in rows if r.get("error"))
-        for r in rows:
+    def record(result: SampleResult) -> None:
+        for name, rows in result.references.items():
+            logs[name].reference.append(rows)
+        for name, rows in result.tasks.items():
+            logs[name].predictions.append(rows)
+        store.append_rows(result.human)  # last: a human row means its sample's task rows are in
+        measured, failed = result.count()
+        stats["measured"] += measured
+        stats["failed"] += failed
+        for r in [*result.human, *(r for rs in result.tasks.values() for r in rs)]:
             if r.get("error"):
                 log.warning("%s at rate %s failed: %s", r["sample"], r["rate"], r["error"])
         bar.update(1)
 
-    n_workers = 1 if method.uses_torch else max(1, min(workers, len(todo)))
+    in_torch = method.uses_torch or any(t.task.uses_torch for t in tasks)
+    n_workers = 1 if in_torch else max(1, min(workers, len(todo)))
     try:
         if n_workers == 1:
-            for sample, rates in todo:
-                record(measure_sample(method, dataset, sample, rates, metrics))
+            for sample, rates, jobs in todo:
+                record(measure_sample(method, dataset, sample, rates, metrics, jobs))
         else:
             context = multiprocessing.get_context("fork")  # workers inherit imports: no start-up cost
             with ProcessPoolExecutor(
                 n_workers, mp_context=context, initializer=_init_worker, initargs=(method, dataset, list(metrics))
             ) as pool:
-                futures = [pool.submit(_run_in_worker, sample, rates) for sample, rates in todo]
+                futures = [pool.submit(_run_in_worker, sample, rates, jobs) for sample, rates, jobs in todo]
                 for future in as_completed(futures):
                     record(future.result())
     finally:

@@ -7,7 +7,7 @@ Layout under the results root::
     <dataset>/<method>.json                       CompressAI results format + ``meta``
     <dataset>/<method>.csv                        the per-rate aggregate table
 
-``rows.jsonl`` is the resume log: a line is appended (and flushed to disk) as
+``rows.jsonl`` (and ``task-<name>-<hash>.jsonl`` per machine task) is the resume log: a line is appended (and flushed to disk) as
 soon as its sample finishes, so a killed run loses at most the samples in
 flight; a torn last line is ignored on reading. Everything else is written
 atomically (temporary file, then rename).
@@ -56,26 +56,22 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-class RunStore:
-    """Rows of one (dataset, method, config hash) and the files derived from them."""
+class RowLog:
+    """An append-only JSON-lines file of rows: the resume log of one kind of measurement.
 
-    def __init__(self, root: str | Path, dataset: str, method: str, config_hash: str):
-        self.root = Path(root)
-        self.dataset = dataset
-        self.method = method
-        self.config_hash = config_hash
-        self.run_dir = self.root / dataset / method / config_hash
-        self.rows_path = self.run_dir / "rows.jsonl"
-        self.json_path = self.root / dataset / f"{method}.json"
-        self.csv_path = self.root / dataset / f"{method}.csv"
+    Appends are one locked ``write`` each, so concurrent jobs sharing a folder
+    never interleave; a torn last line (a killed writer) is ignored on reading
+    and cut before the next append.
+    """
 
-    # --- rows ----------------------------------------------------------------
-    def read_rows(self) -> list[dict[str, Any]]:
-        """All complete rows written so far (a torn last line is skipped)."""
-        if not self.rows_path.exists():
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
             return []
         rows = []
-        with self.rows_path.open(encoding="utf-8") as fh:
+        with self.path.open(encoding="utf-8") as fh:
             for line in fh:
                 if not line.endswith("\n"):
                     break  # torn write of a killed run
@@ -86,23 +82,25 @@ class RunStore:
         return rows
 
     def done_keys(self) -> set[tuple[str, str]]:
-        """(sample, rate) pairs already measured without error: not redone on resume."""
-        return {(r["sample"], str(r["rate"])) for r in self.read_rows() if not r.get("error")}
+        """(sample, rate) pairs measured without error: not redone on resume."""
+        return {(r["sample"], str(r["rate"])) for r in self.read() if not r.get("error")}
 
-    def _drop_torn_tail(self, fd: int) -> None:
-        """Cut a partial last line left by a killed run, so the next append starts clean."""
+    @staticmethod
+    def _drop_torn_tail(fd: int) -> None:
         size = os.lseek(fd, 0, os.SEEK_END)
         if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return
         data = os.pread(fd, size, 0)
         os.ftruncate(fd, data.rfind(b"\n") + 1)
 
-    def append_rows(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Append rows as one locked write: concurrent jobs sharing a folder never interleave."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def append(self, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         # rows keep inf (the PSNR of a lossless decode); JSON lines read back by Python
         data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode()
-        fd = os.open(self.rows_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._drop_torn_tail(fd)
@@ -113,17 +111,58 @@ class RunStore:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def write_config(self, config: dict[str, Any]) -> None:
-        atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
-
-    # --- tables --------------------------------------------------------------
-    def sample_table(self) -> pd.DataFrame:
-        """Per-sample rows; a (sample, rate) measured twice keeps its latest row."""
-        rows = self.read_rows()
+    def table(self) -> pd.DataFrame:
+        """The rows; a (sample, rate) measured twice keeps its latest row."""
+        rows = self.read()
         if not rows:
             return pd.DataFrame()
         df = pd.DataFrame(rows)
         return df.drop_duplicates(subset=["sample", "rate"], keep="last").reset_index(drop=True)
+
+
+class RunStore:
+    """Rows of one (dataset, method, config hash) and the files derived from them.
+
+    Human-metric rows and each task's prediction rows live in separate logs, so
+    a task added to a finished sweep adds its own rows beside the others; the
+    task networks' predictions on the uncompressed images are per dataset and
+    shared by every method (``reference_log``).
+    """
+
+    def __init__(self, root: str | Path, dataset: str, method: str, config_hash: str):
+        self.root = Path(root)
+        self.dataset = dataset
+        self.method = method
+        self.config_hash = config_hash
+        self.run_dir = self.root / dataset / method / config_hash
+        self.rows_path = self.run_dir / "rows.jsonl"
+        self.human = RowLog(self.rows_path)
+        self.json_path = self.root / dataset / f"{method}.json"
+        self.csv_path = self.root / dataset / f"{method}.csv"
+
+    def task_log(self, task: str, task_hash: str) -> RowLog:
+        """Predictions of one task on this method's reconstructions."""
+        return RowLog(self.run_dir / f"task-{task}-{task_hash}.jsonl")
+
+    def reference_log(self, task: str, task_hash: str) -> RowLog:
+        """Predictions of one task on the uncompressed images (computed once per dataset)."""
+        return RowLog(self.root / self.dataset / "_uncompressed" / f"{task}-{task_hash}.jsonl")
+
+    # the human rows, under the names the rest of the harness uses
+    def read_rows(self) -> list[dict[str, Any]]:
+        return self.human.read()
+
+    def done_keys(self) -> set[tuple[str, str]]:
+        return self.human.done_keys()
+
+    def append_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        self.human.append(rows)
+
+    def sample_table(self) -> pd.DataFrame:
+        return self.human.table()
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
 
 
 def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
@@ -148,9 +187,17 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
 
 
 def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
-    """Our results file: CompressAI's ``{name, description, results}`` plus ``meta``."""
-    results = {col: [float(v) for v in table[col]] for col in AVERAGED if col in table}
+    """Our results file: CompressAI's ``{name, description, results}`` plus ``meta``.
+
+    ``results`` holds CompressAI's keys, then ``rate`` (the rate points), then
+    each task's ``bpp@<task>`` and ``<task>/<metric>`` (``<task>/n`` counts
+    the samples behind each figure).
+    """
+    results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in AVERAGED if col in table}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
+    for col in table.columns:
+        if "/" in col or col.startswith("bpp@"):
+            results[col] = [float(v) for v in table[col]]
     return {"name": name, "description": description, "results": results, "meta": meta}
 
 

@@ -76,6 +76,10 @@ class Method(abc.ABC):
     #: what ``bpp`` is: "bitstream" = size of real entropy-coded bytes; a method
     #: that can only estimate rate from likelihoods must say "likelihood"
     bpp_source: ClassVar[str] = "bitstream"
+    #: False: every target receiving the same streams gets the same decode (a
+    #: reconstruction), so the runner decodes once; True: ``decode`` depends on
+    #: the target (task heads on a latent, per-task adapters)
+    decodes_per_target: ClassVar[bool] = False
 
     def __init__(self, name: str, rates: Sequence[Any], description: str = "", **options: Any):
         if not rates:

@@ -21,7 +21,7 @@ def test_rows_count_the_bytes_pillow_writes(photo_folder):
     dataset = ImageFolder(photo_folder)
     method = PillowCodec("jpeg", [20, 80], "JPEG")
     sample = dataset.samples()[0]
-    rows = measure_sample(method, dataset, sample, [20, 80], ["psnr-rgb", "ms-ssim-rgb"])
+    rows = measure_sample(method, dataset, sample, [20, 80], ["psnr-rgb", "ms-ssim-rgb"]).human
     image = dataset.load(sample)
     for row, quality in zip(rows, [20, 80]):
         buf = io.BytesIO()

@@ -1,0 +1,76 @@
+"""From a task's stored predictions to metrics per rate point.
+
+The reference is the dataset's ground truth when it has labels of the task's
+kind (``ground_truth`` protocol), else the task network's own prediction on
+the uncompressed image (``fidelity`` protocol). Every result says which.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from bench.datasets.base import ImageDataset, Sample
+from bench.runner import TaskLogs
+from bench.tasks.base import FIDELITY, GROUND_TRUTH
+
+
+def _ok(table: pd.DataFrame) -> pd.DataFrame:
+    if table.empty:
+        return table
+    return table[table["error"].isna()] if "error" in table else table
+
+
+def evaluate_task(
+    logs: TaskLogs, dataset: ImageDataset, samples: list[Sample], rates: list[Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Per-rate table (``bpp@<task>``, ``<task>/<metric>``, counts) and the task's meta.
+
+    Metrics at a rate point are computed over the samples with a prediction
+    there; ``<task>/n`` says how many, so a partial evaluation is visible.
+    """
+    task = logs.task
+    wanted = {s.id for s in samples}
+    reference_rows = _ok(logs.reference.table())
+    uncompressed = (
+        {r["sample"]: r["prediction"] for _, r in reference_rows.iterrows() if r["sample"] in wanted}
+        if not reference_rows.empty
+        else {}
+    )
+    if task.kind in dataset.label_kinds:
+        protocol = GROUND_TRUTH
+        references = dataset.targets(task.kind, [s for s in samples])
+    else:
+        protocol = FIDELITY
+        references = {sid: task.reference_from_prediction(p) for sid, p in uncompressed.items()}
+    rows = logs.predictions.table()
+    rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
+    ok = _ok(rows)
+    out = []
+    for rate in rates:
+        at_rate = ok[ok["rate"].astype(str) == str(rate)] if not ok.empty else ok
+        preds = {r["sample"]: r["prediction"] for _, r in at_rate.iterrows() if r["sample"] in references}
+        entry: dict[str, Any] = {"rate": rate, f"{task.name}/n": len(preds)}
+        entry[f"bpp@{task.name}"] = float(at_rate["bpp"].mean()) if len(at_rate) else math.nan
+        if preds:
+            scores = task.evaluate(preds, {sid: references[sid] for sid in preds})
+        else:
+            scores = {m: math.nan for m in task.metrics}
+        entry.update({f"{task.name}/{k}": v for k, v in scores.items()})
+        out.append(entry)
+    meta: dict[str, Any] = {
+        "name": task.name,
+        "kind": task.kind,
+        "protocol": protocol,
+        "description": task.describe(),
+        "metrics": list(task.metrics),
+        "headline": f"{task.name}/{task.metrics[0]}",
+        "versions": task.versions(),
+        "failures": 0 if rows.empty else int(len(rows) - len(ok)),
+    }
+    if protocol == GROUND_TRUTH and uncompressed:
+        refs = {sid: references[sid] for sid in uncompressed if sid in references}
+        meta["uncompressed"] = task.evaluate({sid: uncompressed[sid] for sid in refs}, refs)
+    return pd.DataFrame(out), meta
