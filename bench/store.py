@@ -7,8 +7,9 @@ Layout under the results root::
     <dataset>/<method>.json                       CompressAI results format + ``meta``
     <dataset>/<method>.csv                        the per-rate aggregate table
 
-``rows.jsonl`` (and ``task-<name>-<hash>.jsonl`` per machine task) is the resume log: a line is appended (and flushed to disk) as
-soon as its sample finishes, so a killed run loses at most the samples in
+``rows.jsonl`` (and ``task-<name>-<hash>.jsonl`` per machine task) is the
+resume log: a line is appended (and flushed to disk) as soon as its sample
+finishes, so a killed run loses at most the samples in
 flight; a torn last line is ignored on reading. Everything else is written
 atomically (temporary file, then rename).
 """

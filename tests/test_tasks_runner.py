@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from task_fixtures import DominantChannel
 
 from bench.datasets.folder import ImageFolder
