@@ -225,3 +225,22 @@ def test_fetch_learned_weights_offline_is_one_clear_message(tmp_path):
     res = bench("fetch", "bmshj2018-factorized", cwd=tmp_path, env=env, timeout=120)
     assert res.returncode == 2
     assert "cannot download the weights of bmshj2018-factorized" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_multirun_sweeps_methods_in_parallel_jobs(tmp_path, photo_folder):
+    res = bench(
+        "run",
+        "-m",
+        "method=jpeg,webp,avif",
+        "dataset=folder",
+        f"dataset.root={photo_folder}",
+        "method.rates=[20,60]",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "Joblib" in res.stderr + res.stdout
+    for method in ("jpeg", "webp", "avif"):
+        doc = json.loads((tmp_path / "out" / "folder-images" / f"{method}.json").read_text())
+        assert len(doc["results"]["bpp"]) == 2
