@@ -27,6 +27,15 @@ def _status_of_method(cfg: Any) -> tuple[str, str, str]:
     return method.family.value, ("yes" if reason is None else "no"), (reason or method.description)
 
 
+def _status_of_task(cfg: Any) -> tuple[str, str, str]:
+    try:
+        task = instantiate(cfg.task)
+    except Exception as exc:  # noqa: BLE001
+        return "?", "no", f"{type(exc).__name__}: {exc}"
+    reason = task.unavailable_reason()
+    return task.kind, ("yes" if reason is None else "no"), (reason or task.describe())
+
+
 def _status_of_dataset(cfg: Any) -> tuple[str, str]:
     try:
         dataset = instantiate(cfg.dataset)
@@ -53,20 +62,23 @@ def catalog(data_root: str | None = None) -> dict[str, list[dict[str, str]]]:
                 continue
             ok, note = _status_of_dataset(compose("config", overrides=[*overrides, f"dataset={name}"]))
             out["datasets"].append({"name": name, "usable": ok, "note": note})
+        for name in config_names("task"):
+            kind, ok, note = _status_of_task(compose("config", overrides=[*overrides, f"task={name}"]))
+            out["tasks"].append({"name": name, "kind": kind, "usable": ok, "note": note})
     return out
 
 
 def print_catalog(data_root: str | None = None) -> None:
     cat = catalog(data_root)
-    width = max(len(m["name"]) for m in cat["methods"] + cat["datasets"]) + 2
+    width = max(len(m["name"]) for m in cat["methods"] + cat["datasets"] + cat["tasks"]) + 2
     print("methods (codecs are the SBAR methods):")
     for m in cat["methods"]:
         print(f"  {m['name']:<{width}}{m['family']:<6}{m['usable']:<5}{m['note']}")
     print("datasets:")
     for d in cat["datasets"]:
         print(f"  {d['name']:<{width}}{d['usable']:<5}{d['note']}")
-    print("tasks:")
-    if not cat["tasks"]:
-        print("  (none configured: human metrics psnr-rgb and ms-ssim-rgb only)")
+    print("tasks (task=<name>; human metrics psnr-rgb and ms-ssim-rgb are always measured):")
+    for t in cat["tasks"]:
+        print(f"  {t['name']:<{width}}{t['kind']:<16}{t['usable']:<5}{t['note']}")
     root = data_root or os.environ.get("HMC_BENCH_DATA", "data")
     print(f"\ndata root: {root} (set HMC_BENCH_DATA or pass --data-root)")
