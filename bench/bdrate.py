@@ -46,7 +46,7 @@ Quantity = Literal["bd-rate", "bd-metric"]
 #: Fewest points each interpolation of the bjontegaard package can use: PCHIP needs 2, Akima needs 2 (it falls back
 #: to a linear spline below 3), "cubic" fits one cubic polynomial to all points (VCEG-M33) and needs 4.
 MIN_POINTS: dict[str, int] = {"pchip": 2, "akima": 2, "cubic": 4}
-DEFAULT_MIN_OVERLAP = 0.75  # the bjontegaard package's warning threshold, here an error
+DEFAULT_MIN_OVERLAP = 0.5  # below half the union of ranges, a BD figure extrapolates more than it measures: an error
 
 
 class BDError(ValueError):

@@ -7,7 +7,8 @@ Per dataset and quality axis, methods are ranked by BD-rate against the anchor (
 family, ``bpp_source``, provenance (commit, config hash, versions) and links to the RD and relative-difference plots.
 
 The joint human + machine view is the Pareto set over (human BD-rate, machine BD-rate), both lower-is-better, the
-anchor at (0, 0): PSNR (or the first human axis) against each task metric. With human metrics only it is the Pareto set
+anchor at (0, 0): PSNR (or the first human axis) against each task's headline metric (``meta.tasks[t].headline``;
+every task metric when no headline is recorded). With human metrics only it is the Pareto set
 over PSNR and MS-SSIM BD-rates.
 
 The HTML page is self-contained (inline CSS and JS, no network; the plots are PNG files beside it). Clicking a column
@@ -39,6 +40,7 @@ from bench.report import (
     attach_references,
     axis_unit,
     cells_frame,
+    file_part,
     is_task_metric,
     load_references,
     load_roots,
@@ -117,6 +119,13 @@ def joint_axes(a: DatasetAnalysis) -> list[tuple[str, str]]:
     """(x, y) metric pairs of the joint view: human vs each task metric, else PSNR vs MS-SSIM."""
     human = [m for m in a.metrics if not is_task_metric(m)]
     machine = [m for m in a.metrics if is_task_metric(m)]
+    headlines = {
+        t.get("headline")
+        for e in a.entries
+        for t in (e.meta.get("tasks") or {}).values()
+        if isinstance(t, dict) and t.get("headline")
+    }
+    machine = [m for m in machine if m in headlines] or machine
     if human and machine:
         return [(human[0], m) for m in machine]
     if len(human) >= 2:
@@ -536,7 +545,7 @@ def build(
         for x_metric, y_metric in joint_axes(a):
             pts = joint_view(a, x_metric, y_metric)
             if any(p.error is None for p in pts):
-                path = folder / f"joint-{x_metric}-{y_metric}.png"
+                path = folder / f"joint-{file_part(x_metric)}-{file_part(y_metric)}.png"
                 title = f"{a.dataset}: BD-rates vs {a.anchor.name}"
                 joint_plots[(a.dataset, x_metric, y_metric)] = plot_joint(pts, x_metric, y_metric, title, path)
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -605,8 +614,10 @@ def main(argv: list[str]) -> int:
     )
     for a in board.analyses:
         for metric in a.metrics:
-            ranked = [r for r in ranking(a, metric) if r.rank]
-            text = ", ".join(f"{r.rank}. {r.entry.name} ({r.bd_rate:+.2f}%)" for r in ranked)
-            print(f"{a.dataset} {metric}: {text or 'no BD-rate figures'}")
+            rows = ranking(a, metric)
+            text = ", ".join(f"{r.rank}. {r.entry.name} ({r.bd_rate:+.2f}%)" for r in rows if r.rank)
+            failed = "; ".join(f"{r.entry.name} ({short_reason(r.error)})" for r in rows if r.error)
+            tail = f"; not ranked: {failed}" if failed else ""
+            print(f"{a.dataset} {metric}: {text or 'no BD-rate figures'}{tail}")
     print(f"leaderboard: {board.html} and {board.markdown}")
     return 0

@@ -3,18 +3,19 @@
 What it reads. Every ``<results>/<dataset>/<method>.json`` (our superset of CompressAI's results format) and, with
 ``--reference``, CompressAI's published results JSONs, drawn as reference curves and included in the BD tables.
 
-Conventions a results JSON may use (the runner writes the human ones; task adapters follow these):
+Conventions of a results JSON (the runner writes them; see ``bench.store.compressai_json``):
 
 * **Quality axes** are the keys of ``results`` holding one number per rate point that :func:`bench.bdrate.quality_axis`
-  knows (``psnr*``, ``*ms-ssim*``, task metrics such as ``mAP``, ``mIoU``, ``top-1`` given as fractions). ``bpp``,
-  ``rate``, ``*_time`` and ``bpp-*`` are not quality axes; other keys are listed as ignored. ``ms-ssim-db-*`` (published
-  files) is turned back into ``ms-ssim-*`` so both kinds meet on one axis; BD and plots show MS-SSIM in dB.
+  knows: ``psnr*``, ``*ms-ssim*``, and task metrics ``<task>/<metric>`` (``detection/mAP``, ``segmentation/mIoU``,
+  ``classification/top-1``...) given as fractions. ``bpp*``, ``rate``, ``*_time`` and ``<task>/n`` are not quality axes;
+  other keys are listed as ignored in the notes. ``ms-ssim-db-*`` (published files) is turned back into ``ms-ssim-*`` so
+  both meet on one axis; BD and plots show MS-SSIM in dB, task metrics in percentage points.
 * **Rate of a task metric**: a machine target may cost other bits than the human one (MBID, MBHD). The rate axis of
-  metric ``K`` is ``results[meta.rate_keys[K]]`` when ``meta.rate_keys`` names one, else ``results["bpp-" + K]`` when
-  present, else ``results["bpp"]``.
-* **Per-class results**: ``results.per_class = {metric: {class name: [one value per rate point]}}`` (e.g. per-class AP
-  under ``"AP"``), on the rate axis of that metric. The report gives a per-class BD-rate table against the anchor's
-  curve of the same class.
+  ``<task>/<metric>`` is ``results["bpp@<task>"]``; ``meta.rate_keys = {metric: results key}`` overrides; else ``bpp``.
+* **Per-class results** (a simple convention for task adapters): ``results["<task>/<metric>/<class>"]`` (one value per
+  rate point, e.g. ``segmentation/IoU/road``), or nested ``results.per_class = {"<task>/<metric>": {class: [...]}}``;
+  on the rate axis of ``<task>``. The report adds a per-class BD-rate table against the anchor's curve of that class.
+  The joint views of the leaderboard use each task's headline metric (``meta.tasks[task].headline``) when given.
 * ``null`` values (NaN in the store) are kept as NaN: they are left out of plots and make BD say which points.
 
 What it writes to ``--out``: ``report.md`` (BD tables, plots, provenance), ``bd.csv`` (one row per dataset, metric,
@@ -56,7 +57,7 @@ FAMILY_STYLES: dict[str, Any] = {
     "MBHD": (0, (1, 1)),
 }
 ANCHOR_STYLE = "--"
-_NOT_QUALITY = {"bpp", "rate", "per_class"}
+_NOT_QUALITY = {"rate", "per_class"}
 #: sub-folders of a results root that are not datasets (the drift gate's golden records live in results/golden)
 SKIP_DIRS = {"golden"}
 LABELS = {"psnr-rgb": "PSNR RGB", "ms-ssim-rgb": "MS-SSIM RGB"}
@@ -114,7 +115,8 @@ def _rate_key(metric: str, results: dict[str, Any], meta: dict[str, Any]) -> str
     keys = meta.get("rate_keys") if isinstance(meta.get("rate_keys"), dict) else {}
     if metric in keys:
         return str(keys[metric])
-    return f"bpp-{metric}" if f"bpp-{metric}" in results else "bpp"
+    task = metric.split("/", 1)[0] if "/" in metric else None
+    return f"bpp@{task}" if task and f"bpp@{task}" in results else "bpp"
 
 
 def _curve(name: str, path: Path, results: dict[str, Any], rate_key: str, values: Any, metric: str, **kw) -> RDCurve:
@@ -149,11 +151,20 @@ def parse_document(doc: Any, path: Path, dataset: str, *, reference: bool = Fals
         meta=meta,
     )
     src = str(path)
-    keys = list(results)
-    for key in keys:
-        if key in _NOT_QUALITY or key.endswith("_time") or key.startswith("bpp-"):
+    per_class: dict[str, dict[str, Any]] = {}
+    nested = results.get("per_class")
+    if nested is not None and not (isinstance(nested, dict) and all(isinstance(v, dict) for v in nested.values())):
+        entry.curve_errors["per_class"] = f"{path}: results.per_class must map metric -> {{class: [values]}}"
+    elif nested:
+        per_class.update({str(m): dict(v) for m, v in nested.items()})
+    for key in list(results):
+        if key in _NOT_QUALITY or key.startswith("bpp") or key.endswith("_time") or key.endswith("/n"):
             continue
         values = results[key]
+        if key.count("/") >= 2:  # <task>/<metric>/<class>
+            task, name_, cls = key.split("/", 2)
+            per_class.setdefault(f"{task}/{name_}", {})[cls] = values
+            continue
         metric = key
         if "ms-ssim-db" in key:  # published dB values: back to [0, 1) so they meet our ms-ssim-* curves
             metric = key.replace("ms-ssim-db", "ms-ssim")
@@ -172,20 +183,20 @@ def parse_document(doc: Any, path: Path, dataset: str, *, reference: bool = Fals
             )
         except ValueError as exc:
             entry.curve_errors[metric] = str(exc)
-    per_class = results.get("per_class")
-    if isinstance(per_class, dict):
-        for metric, classes in per_class.items():
-            if not isinstance(classes, dict):
-                entry.curve_errors[f"per_class/{metric}"] = f"{path}: per_class[{metric!r}] must map class -> list"
+    for metric, classes in per_class.items():
+        try:
+            quality_axis(metric)
+        except BDError:
+            entry.ignored.append(f"per-class {metric}")
+            continue
+        rate_key = _rate_key(metric, results, meta)
+        for cls, values in classes.items():
+            try:
+                curve = _curve(f"{label} [{cls}]", path, results, rate_key, values, metric, source=src)
+            except ValueError as exc:
+                entry.curve_errors[f"per_class/{metric}/{cls}"] = str(exc)
                 continue
-            rate_key = _rate_key(str(metric), results, meta)
-            for cls, values in classes.items():
-                try:
-                    curve = _curve(f"{label} [{cls}]", path, results, rate_key, values, str(metric), source=src)
-                except ValueError as exc:
-                    entry.curve_errors[f"per_class/{metric}/{cls}"] = str(exc)
-                    continue
-                entry.per_class.setdefault(str(metric), {})[str(cls)] = curve
+            entry.per_class.setdefault(metric, {})[str(cls)] = curve
     return entry
 
 
@@ -300,6 +311,11 @@ def is_task_metric(metric: str) -> bool:
         return quality_axis(metric).kind == "fraction"
     except BDError:
         return False
+
+
+def file_part(metric: str) -> str:
+    """A metric key as part of a file name (``detection/mAP`` -> ``detection_mAP``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", metric.replace("/", "_"))
 
 
 def metric_label(metric: str) -> str:
@@ -505,7 +521,9 @@ def analyse(
     """BD-rate and BD-metric against the anchor on every quality axis present, per dataset."""
     out = []
     for dataset, entries in by_dataset.items():
-        metrics = metric_order(m for e in entries for m in (*e.curves, *e.curve_errors) if "/" not in m)
+        metrics = metric_order(
+            m for e in entries for m in (*e.curves, *e.curve_errors) if not m.startswith("per_class")
+        )
         chosen, note = pick_anchor(entries, anchor)
         cells: list[BDCell] = []
         class_cells: list[BDCell] = []
@@ -521,7 +539,7 @@ def analyse(
             if e.ignored:
                 analysis.notes.append(f"{e.name}: keys not used as quality axes: {', '.join(e.ignored)}")
             for key, err in e.curve_errors.items():
-                if key.startswith("per_class/"):
+                if key.startswith("per_class"):
                     analysis.notes.append(err)
         out.append(analysis)
     return out
@@ -636,7 +654,9 @@ def write_plots(analysis: DatasetAnalysis, folder: Path) -> dict[str, dict[str, 
         if not any(metric in e.curves for e in analysis.entries):
             continue
         title = f"{analysis.dataset}: {metric_label(metric)}"
-        plots = {"rd": plot_rd(analysis.entries, metric, analysis.anchor, title, folder / f"rd-{metric}.png")}
+        plots = {
+            "rd": plot_rd(analysis.entries, metric, analysis.anchor, title, folder / f"rd-{file_part(metric)}.png")
+        }
         anchor = analysis.anchor
         if anchor is not None and metric in anchor.curves and len(analysis.entries) > 1:
             path, skipped = plot_relative(
@@ -644,7 +664,7 @@ def write_plots(analysis: DatasetAnalysis, folder: Path) -> dict[str, dict[str, 
                 metric,
                 anchor,
                 f"{title}, difference to {anchor.name}",
-                folder / f"reldiff-{metric}.png",
+                folder / f"reldiff-{file_part(metric)}.png",
             )
             plots["relative"] = path
             analysis.notes += [f"relative plot {metric}: left out {s}" for s in skipped]

@@ -50,9 +50,13 @@ def scaled(factor: float) -> list[float]:
 
 
 def doc(name: str, family: str, bpp: list[float], machine_bpp: list[float] | None = None, **res) -> dict:
-    results = {"bpp": bpp, **{k.replace("_", "-"): v for k, v in res.items()}}
+    """Our results format; with ``machine_bpp`` a detection task as the runner writes it (``bpp@detection``...)."""
+    results = {"bpp": bpp, "rate": [1, 2, 3, 4], **{k.replace("_", "-"): v for k, v in res.items()}}
     if machine_bpp is not None:
-        results["bpp-mAP"] = machine_bpp
+        results["bpp@detection"] = machine_bpp
+        results["detection/mAP"] = results.pop("mAP")
+        results["detection/mAP50"] = [min(v + 0.2, 1.0) for v in results["detection/mAP"]]
+        results["detection/n"] = [5, 5, 5, 5]
     meta = {
         "family": family,
         "bpp_source": "bitstream",
@@ -60,6 +64,8 @@ def doc(name: str, family: str, bpp: list[float], machine_bpp: list[float] | Non
         "codec_versions": {"codec": "1.0"},
         "provenance": {"git": {"commit": "feedc0ffee" + "0" * 30, "dirty": True}, "versions": {"hmc-bench": "0.1.0"}},
     }
+    if machine_bpp is not None:
+        meta["tasks"] = {"detection": {"metrics": ["mAP", "mAP50"], "headline": "detection/mAP"}}
     return {"name": name, "description": f"{name} method", "results": results, "meta": meta}
 
 
@@ -112,7 +118,7 @@ def test_ranking_is_bd_rate_against_the_anchor(board):
     for r in L.ranking(coco, "psnr-rgb"):
         if r.rank and not r.anchor:
             assert r.bd_rate == bd_rate(anchor, r.entry.curves["psnr-rgb"]).value
-    machine = {r.entry.name: r.bd_rate for r in L.ranking(coco, "mAP")}
+    machine = {r.entry.name: r.bd_rate for r in L.ranking(coco, "detection/mAP")}
     assert machine["beta"] == pytest.approx(-30.0, abs=1e-9) and machine["gamma"] == pytest.approx(20.0, abs=1e-9)
     assert "coco psnr-rgb: 1. alpha (-20.00%), 2. beta (-10.00%), 3. jpeg (+0.00%), 4. gamma (+10.00%)" in res.stdout
 
@@ -120,8 +126,9 @@ def test_ranking_is_bd_rate_against_the_anchor(board):
 def test_joint_views_are_pareto_sets(board):
     root, _, _ = board
     coco, toy = R.analyse(R.load_roots([root]))
-    assert L.joint_axes(coco) == [("psnr-rgb", "mAP")]  # human + machine
-    flags = {p.entry.name: p.pareto for p in L.joint_view(coco, "psnr-rgb", "mAP")}
+    assert coco.metrics == ["psnr-rgb", "detection/mAP", "detection/mAP50"] and not coco.notes  # detection/n: no axis
+    assert L.joint_axes(coco) == [("psnr-rgb", "detection/mAP")]  # human + the task's headline metric
+    flags = {p.entry.name: p.pareto for p in L.joint_view(coco, "psnr-rgb", "detection/mAP")}
     assert flags == {"alpha": True, "beta": True, "jpeg": False, "gamma": False, "delta": False}
     assert L.joint_axes(toy) == [("psnr-rgb", "ms-ssim-rgb")]  # human only: PSNR x MS-SSIM
     flags = {p.entry.name: p.pareto for p in L.joint_view(toy, "psnr-rgb", "ms-ssim-rgb")}
@@ -136,12 +143,12 @@ def test_pages_link_plots_and_show_provenance(board):
     page = (out / "index.html").read_text()
     assert "http://" not in page and "https://" not in page  # self-contained: nothing from the network
     srcs = re.findall(r'<img src="([^"]+)"', page)
-    assert "plots/coco/rd-psnr-rgb.png" in srcs and "plots/coco/joint-psnr-rgb-mAP.png" in srcs
+    assert "plots/coco/rd-psnr-rgb.png" in srcs and "plots/coco/joint-psnr-rgb-detection_mAP.png" in srcs
     assert all((out / s).stat().st_size > 5000 for s in srcs)
     assert "feedc0ffee+dirty" in page and "cfgbeta" in page and "codec 1.0, hmc-bench 0.1.0" in page
     md = (out / "leaderboard.md").read_text()
     assert "| 1 | alpha | MBHD | -20.00 |" in md and "| — | delta | SBAR | n/a: not monotone |" in md
-    assert "### Joint view: PSNR RGB × mAP" in md and "| beta | MBID | -10.00 | -30.00 | yes |" in md
+    assert "### Joint view: PSNR RGB × detection/mAP" in md and "| beta | MBID | -10.00 | -30.00 | yes |" in md
     assert "[RD curves](plots/toy/rd-psnr-rgb.png)" in md
     assert (out / "leaderboard.csv").read_text().count("\n") > 10
 
@@ -219,7 +226,7 @@ def test_browser_sorts_on_header_click_and_loads_figures(board, tmp_path):
 
     dom = browse(page, tmp_path, "--dump-dom", query="?sort=bd-rate:desc")
     assert table_order(dom, "t-coco-psnr-rgb") == ["gamma", "jpeg", "beta", "alpha", "delta"]  # n/a stays last
-    assert table_order(dom, "t-coco-mAP") == ["delta", "gamma", "alpha", "jpeg", "beta"]
+    assert table_order(dom, "t-coco-detection-mAP") == ["delta", "gamma", "alpha", "jpeg", "beta"]
 
 
 @requires_chromium

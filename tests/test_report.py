@@ -199,31 +199,45 @@ def test_references_in_plots_and_bd_tables(tmp_path):
 
 
 def test_per_class_and_task_metric_rate_key(tmp_path):
+    """Task metrics as the runner writes them (``<task>/<metric>`` on ``bpp@<task>``) and per-class columns."""
     machine = [0.1, 0.2, 0.4, 0.8]
     ap = {"person": [0.30, 0.40, 0.50, 0.55], "car": [0.20, 0.30, 0.35, 0.40]}
-    meta = {"rate_keys": {"AP": "bpp-mAP"}}
-    anchor = doc("jpeg", BPP, psnr_rgb=PSNR, mAP=[0.25, 0.35, 0.42, 0.47], meta=meta)
-    anchor["results"].update({"bpp-mAP": machine, "per_class": {"AP": ap}})
-    test = doc("mbid", BPP, family="MBID", psnr_rgb=PSNR, mAP=[0.25, 0.35, 0.42, 0.47], meta=meta)
-    test["results"].update({"bpp-mAP": [b * 0.5 for b in machine], "per_class": {"AP": ap}})
-    test["results"]["per_class"]["AP"] = {"person": ap["person"], "car": [0.2, 0.3, 0.3, 0.4]}
+
+    def task_doc(name, family, machine_bpp, car):
+        d = doc(name, BPP, family=family, psnr_rgb=PSNR)
+        d["results"].update({"bpp@detection": machine_bpp, "detection/mAP": [0.25, 0.35, 0.42, 0.47]})
+        d["results"].update({"detection/n": [3, 3, 3, 3], "detection/AP/person": ap["person"], "detection/AP/car": car})
+        return d
+
     root = tmp_path / "res"
-    write(root, "coco", anchor)
-    write(root, "coco", test)
+    write(root, "coco", task_doc("jpeg", "SBAR", machine, ap["car"]))
+    write(root, "coco", task_doc("mbid", "MBID", [b * 0.5 for b in machine], [0.2, 0.3, 0.3, 0.4]))
     res = bench("report", "--results", str(root), "--out", str(tmp_path / "rep"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     table = _csv(tmp_path / "rep")
-    task = table[(table.metric == "mAP") & (table.quantity == "bd-rate")]
-    assert task.value.iloc[0] == pytest.approx(-50.0, abs=1e-9)  # the machine stream, not the human bpp
-    per_class = pd.read_csv(tmp_path / "rep" / "per-class-bd.csv").set_index("class")
-    person = bd_rate(
-        _curve("a", machine, ap["person"], "AP"), _curve("t", [b * 0.5 for b in machine], ap["person"], "AP")
-    )
+    task = table[(table.metric == "detection/mAP") & (table.quantity == "bd-rate")]
+    assert task.value.iloc[0] == pytest.approx(-50.0, abs=1e-9)  # the machine stream's bits, not the human bpp
+    per_class = pd.read_csv(tmp_path / "rep" / "per-class-bd.csv", float_precision="round_trip").set_index("class")
+    half = _curve("t", [b * 0.5 for b in machine], ap["person"], "detection/AP")
+    person = bd_rate(_curve("a", machine, ap["person"], "detection/AP"), half)
     assert per_class.loc["person", "value"] == person.value
     assert "not monotone" in per_class.loc["car", "error"]
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "AP, BD-rate per class vs jpeg" in md and "BD-rate mAP [%]" in md
-    assert (tmp_path / "rep" / "coco" / "rd-mAP.png").exists()
+    assert "detection/AP, BD-rate per class vs jpeg" in md and "BD-rate detection/mAP [%]" in md
+    assert "BD-detection/mAP [pp]" in md and "ignored" not in md
+    assert (tmp_path / "rep" / "coco" / "rd-detection_mAP.png").stat().st_size > 5000
+
+
+def test_nested_per_class_and_rate_key_override():
+    d = doc("m", BPP, psnr_rgb=PSNR, meta={"rate_keys": {"seg/mIoU": "bits"}})
+    d["results"].update(
+        {"bits": [1, 2, 3, 4], "seg/mIoU": [0.1, 0.2, 0.3, 0.4], "per_class": {"seg/IoU": {"a": [0] * 4}}}
+    )
+    e = R.parse_document(d, Path("m.json"), "x")
+    assert e.curves["seg/mIoU"].rates.tolist() == [1, 2, 3, 4] and set(e.per_class["seg/IoU"]) == {"a"}
+    bad = doc("m", BPP, psnr_rgb=PSNR)
+    bad["results"]["per_class"] = [1, 2]
+    assert "per_class must map" in R.parse_document(bad, Path("m.json"), "x").curve_errors["per_class"]
 
 
 def test_malformed_results_json_is_one_error_naming_the_file(tmp_path):
