@@ -152,7 +152,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         },
         "tasks": task_meta,
         "config_hash": chash,
-        "rows": str(store.rows_path),
+        "rows": store.rows_path.relative_to(store.root).as_posix(),  # relative: results move with their folder
         "codec_versions": method.versions(),
         "provenance": provenance.provenance(device=getattr(method, "device", "cpu")),
     }

@@ -46,17 +46,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN and infinities are not JSON: store them as null (with a note elsewhere)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 class RowLog:
     """An append-only JSON-lines file of rows: the resume log of one kind of measurement.
 
@@ -203,7 +192,8 @@ def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict
 
 
 def write_outputs(store: RunStore, document: dict[str, Any], table: pd.DataFrame) -> None:
-    atomic_write_text(store.json_path, json.dumps(_json_safe(document), indent=2))
+    # NaN / Infinity as Python's json writes them (CompressAI's tools read them; null breaks its plot)
+    atomic_write_text(store.json_path, json.dumps(document, indent=2))
     atomic_write_text(store.csv_path, table.to_csv(index=False))
 
 

@@ -64,8 +64,11 @@ DETECTION = "detection"
 INSTANCE_SEGMENTATION = "instance_segmentation"
 
 
-class CocoFormatError(ValueError):
-    """An annotation file that would give a wrong mAP; the message names the file and the entry."""
+class CocoFormatError(DatasetUnavailable, ValueError):
+    """An annotation file that would give a wrong mAP; the message names the file and the entry.
+
+    A ``DatasetUnavailable`` too, so the CLI reports it as one message, not a traceback.
+    """
 
 
 # --- loading and validating an instances JSON ------------------------------------------------------
@@ -312,7 +315,10 @@ class CocoDetection(ImageDataset):
                 entry = coco.imgs[image_id]
                 path = self.image_dir / entry["file_name"]
                 if not path.is_file():
-                    msg = f"{self.annotation_file}: image id {image_id} names {entry['file_name']!r}, not in {self.image_dir}"
+                    msg = (
+                        f"{self.annotation_file}: image id {image_id} names {entry['file_name']!r}, "
+                        f"not in {self.image_dir}"
+                    )
                     if self.missing_images == "error":
                         raise DatasetUnavailable(
                             f"dataset {self.name!r}: {msg} (set dataset.missing_images=skip to leave such "

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ import numpy as np
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
 from bench.images import IMAGE_EXTENSIONS, read_rgb8
 
+_ID_THEN_NAME = re.compile(r"^(n\d{8}|\d+)[\s,]+(\S.*)$")
 HEADER_NAMES = {"filename", "file", "image", "path", "image_id", "imageid", "name"}
 
 
@@ -37,11 +39,31 @@ class LabelFileError(DatasetUnavailable, ValueError):
     """A class list or label file that does not fit; the message names the file and line."""
 
 
-def read_class_list(path: str | os.PathLike, num_classes: int | None = None) -> dict[str, int]:
+class ClassList(dict):
+    """Class key -> index; keys that name two classes (ImageNet has two "crane"s) are refused when looked up."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self.ambiguous: dict[str, list[int]] = {}
+
+    def index(self, key: str, where: str) -> int:
+        if key in self.ambiguous:
+            lines = " and ".join(str(i + 1) for i in self.ambiguous[key])
+            raise LabelFileError(
+                f"{where}: class {key!r} is ambiguous (lines {lines} of {self.path}): use its index or WordNet id"
+            )
+        if key not in self:
+            raise LabelFileError(f"{where}: unknown class {key!r} (not in {self.path.name})")
+        return self[key]
+
+
+def read_class_list(path: str | os.PathLike, num_classes: int | None = None) -> ClassList:
     """Class key -> index from a list with one class per line (index = line number, blank lines skipped).
 
     A line may be ``n01440764``, ``n01440764 tench`` or ``tench, Tinca tinca``;
-    the whole line and its first field both name the class.
+    the whole line, its first synonym, and for a line that starts with a
+    WordNet id (or a number) the id and the name after it name the class.
     """
     path = Path(path)
     if not path.is_file():
@@ -53,14 +75,20 @@ def read_class_list(path: str | os.PathLike, num_classes: int | None = None) -> 
             f"{path}: lists {len(lines)} classes but the network has num_classes={num_classes} "
             "(a class list for another model?)"
         )
-    keys: dict[str, int] = {}
+    classes = ClassList(path)
     for index, line in enumerate(lines):
-        first = line.replace(",", " ").replace("\t", " ").split()[0]
-        for key in dict.fromkeys((line, first)):
-            if key in keys and keys[key] != index:
-                raise LabelFileError(f"{path}: class {key!r} appears twice (lines {keys[key] + 1} and {index + 1})")
-            keys[key] = index
-    return keys
+        keys = [line, line.split(",")[0].strip()]  # "tench, Tinca tinca": also its first synonym
+        m = _ID_THEN_NAME.match(line)
+        if m:  # "n01440764 tench, Tinca tinca" / "n01440764,tench": the id, the name and its first synonym
+            keys += [m.group(1), m.group(2).strip(), m.group(2).split(",")[0].strip()]
+        for key in dict.fromkeys(keys):
+            if key in classes.ambiguous:
+                classes.ambiguous[key].append(index)
+            elif key in classes and classes[key] != index:
+                classes.ambiguous[key] = [classes.pop(key), index]
+            else:
+                classes[key] = index
+    return classes
 
 
 def _split_line(line: str, path: Path, lineno: int) -> list[str]:
@@ -76,9 +104,7 @@ def _split_line(line: str, path: Path, lineno: int) -> list[str]:
     return fields[:2]
 
 
-def read_label_file(
-    path: str | os.PathLike, num_classes: int, classes: dict[str, int] | None = None
-) -> dict[str, int]:
+def read_label_file(path: str | os.PathLike, num_classes: int, classes: dict[str, int] | None = None) -> dict[str, int]:
     """Relative filename -> class index from a CSV / TSV / whitespace label file."""
     path = Path(path)
     if not path.is_file():
@@ -98,9 +124,7 @@ def read_label_file(
                 raise LabelFileError(
                     f"{path}:{lineno}: label {label!r} is not a class index (give a classes file to use names)"
                 ) from None
-            if label not in classes:
-                raise LabelFileError(f"{path}:{lineno}: unknown class {label!r} (not in the classes file)") from None
-            index = classes[label]
+            index = classes.index(label, f"{path}:{lineno}")
         if not 0 <= index < num_classes:
             raise LabelFileError(f"{path}:{lineno}: class index {index} is outside 0..{num_classes - 1}")
         key = Path(name).as_posix()
@@ -161,6 +185,7 @@ class ImageNetFolder(ImageDataset):
                     f"dataset {self.name!r}: class folder(s) {unknown[:5]} under {self.root} are not in "
                     f"{self.classes_path}"
                 )
+            classes = {d.name: classes.index(d.name, f"class folder {d}") for d in dirs}
         else:
             if len(dirs) != self.num_classes:
                 raise LabelFileError(
@@ -181,9 +206,7 @@ class ImageNetFolder(ImageDataset):
         """Relative image path -> class index, checked (cached)."""
         if self._labels is None:
             if not self.root.is_dir():
-                raise DatasetUnavailable(
-                    f"dataset {self.name!r}: folder {self.root} does not exist (set dataset.root)"
-                )
+                raise DatasetUnavailable(f"dataset {self.name!r}: folder {self.root} does not exist (set dataset.root)")
             if self.labels_path is not None:
                 classes = read_class_list(self.classes_path, self.num_classes) if self.classes_path else None
                 labels = read_label_file(self.labels_path, self.num_classes, classes)

@@ -45,7 +45,7 @@ def test_run_on_a_folder_writes_compressai_format_json(tmp_path, photo_folder):
     # the printed table is the aggregate of what was measured
     assert "psnr-rgb" in res.stdout and "bpp" in res.stdout
     # chelsea (211x297) is too small for MS-SSIM: its rows say so, the mean uses the others
-    rows = [json.loads(x) for x in Path(meta["rows"]).read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "out" / meta["rows"]).read_text().splitlines()]
     chelsea = [r for r in rows if r["sample"] == "chelsea.png"]
     assert all("MS-SSIM needs" in r.get("notes", "") for r in chelsea) or all(
         r["ms-ssim-rgb"] == r["ms-ssim-rgb"] for r in chelsea
@@ -189,7 +189,7 @@ def test_learned_codec_from_a_local_checkpoint_end_to_end(tmp_path, photo_folder
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "out" / "folder-images" / "bmshj2018-factorized.json").read_text())
     assert doc["meta"]["family"] == "SBAR" and doc["meta"]["config"]["method"]["device"] == "cpu"
-    rows = [json.loads(x) for x in Path(doc["meta"]["rows"]).read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "out" / doc["meta"]["rows"]).read_text().splitlines()]
     assert len(rows) == 3 and all(r["error"] is None for r in rows)
     for r in rows:
         assert set(r["bytes_by_stream"]) == {"header", "y"}

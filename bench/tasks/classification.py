@@ -32,13 +32,13 @@ import numpy as np
 
 from bench.tasks.base import Task, TaskUnavailable
 from bench.tasks.segmentation import (
-    INTERPOLATION,
     CORAL_TEST_DATA,
+    INTERPOLATION,
     TFLiteModel,
     litert_version,
-    torch_versions,
     load_torchvision,
     resolve_device,
+    torch_versions,
     torchvision_weights,
     torchvision_weights_problem,
 )
@@ -300,7 +300,7 @@ class TorchvisionClassifier(ClassificationTask):
         import torch
 
         preds = []
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a network built here must stay trainable
             for img in images:  # sizes differ: one at a time
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].to(self.device)
                 probs = self.logits(x.float() / 255.0).softmax(1)[0].cpu().numpy()

@@ -91,7 +91,9 @@ def _fidelity_ground_truth(
         height = width = 0
         for obj in references[sid]["objects"]:
             if obj["category_id"] not in known:
-                raise ValueError(f"fidelity reference of {sid!r}: category_id {obj['category_id']} is not a task category")
+                raise ValueError(
+                    f"fidelity reference of {sid!r}: category_id {obj['category_id']} is not a task category"
+                )
             ann = {
                 "id": len(annotations) + 1,
                 "image_id": image_ids[sid],
@@ -227,6 +229,12 @@ def evaluate_coco(
     return scores
 
 
+def _mean_precision(p: np.ndarray) -> float:
+    """AP from a slice of ``COCOeval.eval["precision"]`` (-1 marks 'no ground truth'), NaN when empty."""
+    p = p[p > -1]
+    return float(p.mean()) if p.size else math.nan
+
+
 def per_category(evaluator: COCOeval, gt: COCO) -> dict[str, dict[str, float]]:
     """AP, AP50, AP75 (area all, 100 detections) and the ground-truth count of every category."""
     precision = evaluator.eval["precision"]  # [IoU thresholds, recall points, categories, areas, max dets]
@@ -234,19 +242,14 @@ def per_category(evaluator: COCOeval, gt: COCO) -> dict[str, dict[str, float]]:
     counted = set(evaluator.params.imgIds)
     out = {}
     for k, cid in enumerate(evaluator.params.catIds):
-
-        def ap(p: np.ndarray) -> float:
-            p = p[p > -1]
-            return float(p.mean()) if p.size else math.nan
-
         p = precision[:, :, k, 0, -1]
-        n_gt = sum(1 for a in gt.loadAnns(gt.getAnnIds(catIds=[cid])) if a["image_id"] in counted and not a.get("iscrowd"))
+        anns = gt.loadAnns(gt.getAnnIds(catIds=[cid]))
         out[gt.cats[cid]["name"]] = {
             "category_id": cid,
-            "AP": ap(p),
-            "AP50": ap(p[np.isclose(iou, 0.5)]),
-            "AP75": ap(p[np.isclose(iou, 0.75)]),
-            "gt": n_gt,
+            "AP": _mean_precision(p),
+            "AP50": _mean_precision(p[np.isclose(iou, 0.5)]),
+            "AP75": _mean_precision(p[np.isclose(iou, 0.75)]),
+            "gt": sum(1 for a in anns if a["image_id"] in counted and not a.get("iscrowd")),
         }
     return out
 

@@ -119,7 +119,9 @@ def decode_yolox(output: np.ndarray, input_hw: tuple[int, int], strides: Sequenc
     out = out.reshape(-1, out.shape[-1])
     x, y, s = grid_points(input_hw, strides)
     if len(x) != len(out):
-        raise ValueError(f"YOLOX output has {len(out)} rows; input {input_hw} with strides {tuple(strides)} gives {len(x)}")
+        raise ValueError(
+            f"YOLOX output has {len(out)} rows; input {input_hw} with strides {tuple(strides)} gives {len(x)}"
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         cx = (out[:, 0] + x) * s
         cy = (out[:, 1] + y) * s
@@ -143,7 +145,9 @@ def split_nanodet_outputs(
         score = [a for a in arrays if a.ndim == 2 and a.shape[0] == n and a.shape[1] != 4 * num_bins]
         if len(box) != 1 or len(score) != 1:
             shapes = [a.shape for a in arrays]
-            raise ValueError(f"NanoDet outputs {shapes}: expected one [{n}, C] and one [{n}, {4 * num_bins}] for stride {s}")
+            raise ValueError(
+                f"NanoDet outputs {shapes}: expected one [{n}, C] and one [{n}, {4 * num_bins}] for stride {s}"
+            )
         cls.append(score[0])
         reg.append(box[0])
     return cls, reg
@@ -466,7 +470,9 @@ class OnnxDetector(CocoDetectionTask):
         boxes, scores = self.decode(outputs)
         labels = self.categories()
         if scores.shape[1] != len(labels):
-            raise ValueError(f"task {self.name!r}: the network scores {scores.shape[1]} classes, the label map has {len(labels)}")
+            raise ValueError(
+                f"task {self.name!r}: the network scores {scores.shape[1]} classes, the label map has {len(labels)}"
+            )
         boxes, scores, classes, dropped = postprocess(
             boxes, scores, self.score_threshold, self.nms_iou, self.max_detections, self.multi_label
         )
@@ -758,6 +764,9 @@ class TorchvisionInstanceSegmenter(TorchvisionDetector):
                 if len(kept):
                     rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
                     for det, rle in zip(dets, rles):
-                        det["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                        det["segmentation"] = {
+                            "size": [int(v) for v in rle["size"]],
+                            "counts": rle["counts"].decode("ascii"),
+                        }
                 out.append(dets)
         return out

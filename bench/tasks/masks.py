@@ -23,7 +23,7 @@ IGNORE_INDEX = 255
 PNG_KEY = "label_png"
 
 
-class LabelFileError(ValueError):
+class LabelMapError(ValueError):
     """A label map that cannot be read or has the wrong form; the message names the file."""
 
 
@@ -64,16 +64,16 @@ def read_label_file(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise LabelFileError(f"{path}: label file not found")
+        raise LabelMapError(f"{path}: label file not found")
     try:
         with Image.open(path) as img:
             img.load()
             mode = img.mode
             arr = np.asarray(img)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise LabelFileError(f"{path}: cannot read label file ({exc})") from exc
+        raise LabelMapError(f"{path}: cannot read label file ({exc})") from exc
     if mode not in ("L", "P") or arr.ndim != 2:
-        raise LabelFileError(
+        raise LabelMapError(
             f"{path}: expected an 8-bit single-channel label map (PIL mode L or P), got mode {mode} "
             f"with shape {arr.shape} (a colour visualisation such as *_gtFine_color.png is not a label map)"
         )

@@ -38,7 +38,7 @@ from bench.tasks.base import Task, TaskUnavailable
 from bench.tasks.masks import (
     IGNORE_INDEX,
     PNG_KEY,
-    LabelFileError,
+    LabelMapError,
     decode_label_png,
     label_prediction,
     read_label_file,
@@ -123,7 +123,7 @@ def read_reference(reference: Any) -> np.ndarray:
         labels = read_label_file(reference["path"])
         encoding = reference.get("encoding", "trainIds")
         if encoding not in LABEL_ENCODINGS:
-            raise LabelFileError(f"{reference['path']}: unknown label encoding {encoding!r}")
+            raise LabelMapError(f"{reference['path']}: unknown label encoding {encoding!r}")
         lut_from = LABEL_ENCODINGS[encoding]
         if lut_from is not None:
             module, func = lut_from
@@ -645,7 +645,7 @@ class TorchvisionSegmenter(SegmentationTask):
         import torch
 
         preds = []
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a network built here must stay trainable
             for img in images:
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].to(self.device)
                 labels = self.logits(x.float() / 255.0).argmax(1)[0].to(torch.uint8).cpu().numpy()
@@ -893,7 +893,7 @@ class ESPNetSegmenter(SegmentationTask):
         import torch
 
         preds = []
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: a network built here must stay trainable
             for img in images:
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float().to(self.device)
                 labels = self.logits(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
