@@ -120,6 +120,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             resume=bool(cfg.resume),
             progress=bool(cfg.progress),
             samples=samples,
+            tasks=tasks,
         )
     except MethodUnavailable as exc:
         raise UserError(str(exc)) from exc

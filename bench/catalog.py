@@ -78,7 +78,8 @@ def print_catalog(data_root: str | None = None) -> None:
     for d in cat["datasets"]:
         print(f"  {d['name']:<{width}}{d['usable']:<5}{d['note']}")
     print("tasks (task=<name>; human metrics psnr-rgb and ms-ssim-rgb are always measured):")
+    kind_width = max((len(t["kind"]) for t in cat["tasks"]), default=0) + 2
     for t in cat["tasks"]:
-        print(f"  {t['name']:<{width}}{t['kind']:<16}{t['usable']:<5}{t['note']}")
+        print(f"  {t['name']:<{width}}{t['kind']:<{kind_width}}{t['usable']:<5}{t['note']}")
     root = data_root or os.environ.get("HMC_BENCH_DATA", "data")
     print(f"\ndata root: {root} (set HMC_BENCH_DATA or pass --data-root)")

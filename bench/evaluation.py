@@ -39,7 +39,8 @@ def evaluate_task(
         if not reference_rows.empty
         else {}
     )
-    if task.kind in dataset.label_kinds:
+    same_labels = getattr(task, "label_space", None) in (None, getattr(dataset, "label_space", None))
+    if task.kind in dataset.label_kinds and same_labels:
         protocol = GROUND_TRUTH
         references = dataset.targets(task.kind, [s for s in samples])
     else:

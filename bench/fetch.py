@@ -99,7 +99,23 @@ def fetch_kodak(root: Path) -> Path:
     return root
 
 
-FETCHERS: dict[str, Callable[[Path], Path]] = {"kodak": fetch_kodak}
+def _fetch_cityscapes(root: Path) -> Path:
+    from bench.datasets.cityscapes import fetch_cityscapes
+
+    return fetch_cityscapes(root)
+
+
+def _fetch_coco(root: Path) -> Path:
+    from bench.datasets.coco import fetch_coco
+
+    return fetch_coco(root)
+
+
+FETCHERS: dict[str, Callable[[Path], Path]] = {
+    "kodak": fetch_kodak,
+    "coco": _fetch_coco,
+    "cityscapes": _fetch_cityscapes,
+}
 
 
 def default_root(dataset: str) -> Path:

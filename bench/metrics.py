@@ -29,6 +29,11 @@ def _gaussian_window(size: int = _WIN_SIZE, sigma: float = _WIN_SIGMA) -> np.nda
     return g / g.sum()
 
 
+# OpenCV's thread pool is not fork-safe: a process that used it and then forks
+# sample workers can deadlock in the child. The filters here gain nothing
+# measurable from it (workers give the parallelism), so it is never started.
+cv2.setNumThreads(1)
+
 _WINDOW = _gaussian_window().astype(np.float32)
 _IDENTITY = np.ones(1, dtype=np.float32)
 _CENTRE = np.float32(128.0)

@@ -201,12 +201,6 @@ _JOB: tuple[Method, ImageDataset, list[str]] | None = None
 def _init_worker(method: Method, dataset: ImageDataset, metrics: list[str]) -> None:
     global _JOB
     _JOB = (method, dataset, metrics)
-    try:  # each process is one worker: OpenCV's own threads would fight the others
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _run_in_worker(sample: Sample, rates: list[Any], task_jobs: list[TaskJob]) -> SampleResult:
