@@ -9,6 +9,7 @@ from typing import Any
 
 import hydra
 from hydra.utils import instantiate
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from bench import provenance
@@ -46,8 +47,9 @@ def row_config_hash(method_cfg: dict[str, Any], metrics: list[str]) -> str:
     return provenance.config_hash({"method": relevant, "metrics": metrics, "version": MEASUREMENT_VERSION})
 
 
-def format_table(table, name: str, dataset: str) -> str:
-    shown = table.copy()
+def format_table(table: pd.DataFrame, name: str, dataset: str) -> str:
+    """The aggregate table as printed: per-class columns stay in the files only."""
+    shown = table[[c for c in table.columns if c.count("/") < 2]]
     return f"{name} on {dataset}\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="nan")
 
 
@@ -69,7 +71,7 @@ def build_tasks(cfg: DictConfig) -> list[TaskSetup]:
         if why:
             raise UserError(f"task {task.name!r} cannot run here: {why}")
         conf = OmegaConf.to_container(cfg.task, resolve=True)
-        hashed = {k: v for k, v in conf.items() if k not in ("batch_size", "device")}
+        hashed = {k: v for k, v in conf.items() if k not in ("batch_size", "device", "threads")}  # speed only
         setups.append(TaskSetup(task, conf, provenance.config_hash({"task": hashed, "version": MEASUREMENT_VERSION})))
     return setups
 

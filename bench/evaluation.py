@@ -26,7 +26,7 @@ def _ok(table: pd.DataFrame) -> pd.DataFrame:
 def evaluate_task(
     logs: TaskLogs, dataset: ImageDataset, samples: list[Sample], rates: list[Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Per-rate table (``bpp@<task>``, ``<task>/<metric>``, counts) and the task's meta.
+    """Per-rate table (``bpp@<task>``, ``<task>/<metric>``, ``<task>/<headline>/<class>``, counts) and meta.
 
     Metrics at a rate point are computed over the samples with a prediction
     there; ``<task>/n`` says how many, so a partial evaluation is visible.
@@ -56,7 +56,11 @@ def evaluate_task(
         entry: dict[str, Any] = {"rate": rate, f"{task.name}/n": len(preds)}
         entry[f"bpp@{task.name}"] = float(at_rate["bpp"].mean()) if len(at_rate) else math.nan
         if preds:
-            scores = task.evaluate(preds, {sid: references[sid] for sid in preds})
+            refs = {sid: references[sid] for sid in preds}
+            scores = task.evaluate(preds, refs)
+            headline = task.metrics[0]
+            per_class = task.per_class_scores(preds, refs)
+            scores.update({f"{headline}/{name}": value for name, value in per_class.items()})
         else:
             scores = {m: math.nan for m in task.metrics}
         entry.update({f"{task.name}/{k}": v for k, v in scores.items()})

@@ -55,6 +55,15 @@ from bench.report import (
 from bench.store import atomic_write_text
 
 
+def _shown_path(path: object) -> str:
+    """A results folder as the page shows it: relative to the working directory when inside it."""
+    p = Path(str(path))
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix() or "."
+    except ValueError:
+        return p.name or str(p)
+
+
 def committed_results() -> Path:
     """The checkout's ``results/`` folder (editable install), else ``./results``."""
     here = Path(__file__).resolve().parent.parent / "results"
@@ -434,7 +443,7 @@ def render_html(
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>hmc-bench leaderboard</title><style>{CSS}</style></head><body>",
         "<header><h1>hmc-bench leaderboard</h1>",
-        f'<p class="meta">Generated {_e(generated)} from {_e(", ".join(map(str, sources)))}. {_e(settings)} '
+        f'<p class="meta">Generated {_e(generated)} from {_e(", ".join(map(_shown_path, sources)))}. {_e(settings)} '
         "Click a column header to sort.</p></header>",
         f"<nav>{nav}</nav>",
     ]
@@ -469,7 +478,11 @@ def render_markdown(
     settings: str,
     generated: str,
 ) -> str:
-    lines = ["# hmc-bench leaderboard", "", f"Generated {generated} from {', '.join(map(str, sources))}. {settings}"]
+    lines = [
+        "# hmc-bench leaderboard",
+        "",
+        f"Generated {generated} from {', '.join(map(_shown_path, sources))}. {settings}",
+    ]
     for a in analyses:
         lines += ["", f"## {a.dataset}", ""]
         if a.anchor is None:

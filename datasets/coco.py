@@ -62,6 +62,7 @@ COCO80: tuple[tuple[int, str], ...] = (
 
 DETECTION = "detection"
 INSTANCE_SEGMENTATION = "instance_segmentation"
+LABEL_SPACE = "coco"
 
 
 class CocoFormatError(DatasetUnavailable, ValueError):
@@ -260,6 +261,8 @@ class CocoDetection(ImageDataset):
     """
 
     label_kinds = (DETECTION, INSTANCE_SEGMENTATION)
+    #: category ids are COCO's: ground truth for tasks whose ``label_space`` is "coco"
+    label_space = LABEL_SPACE
 
     def __init__(
         self,

@@ -373,6 +373,7 @@ def test_coco_dataset_samples_targets_and_images(coco_root):
     ids = sorted(img["id"] for img in data["images"])
     assert [s.id for s in samples] == [f"{i:012d}.png" for i in ids]
     assert ds.label_kinds == ("detection", "instance_segmentation")
+    assert ds.label_space == yolox_task().label_space == TorchvisionDetector.label_space == "coco"
     targets = ds.targets("detection", samples[:2])
     first = targets[samples[0].id]
     assert first["image_id"] == ids[0] and Path(first["annotation_file"]).is_file()

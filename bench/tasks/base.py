@@ -66,6 +66,10 @@ class Task(abc.ABC):
         prediction on the uncompressed image (``reference_from_prediction``).
         """
 
+    def per_class_scores(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
+        """The headline metric per class name (AP per COCO category, IoU per Cityscapes class); {} if none."""
+        return {}
+
     def reference_from_prediction(self, prediction: Any) -> Any:
         """Turn a prediction on the uncompressed image into a reference (fidelity protocol)."""
         return prediction

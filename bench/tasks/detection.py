@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.datasets.coco import COCO80, DETECTION, INSTANCE_SEGMENTATION
+from bench.datasets.coco import COCO80, DETECTION, INSTANCE_SEGMENTATION, LABEL_SPACE
 from bench.tasks import coco_eval
 from bench.tasks.base import Task, TaskUnavailable
 
@@ -63,6 +63,8 @@ class CocoDetectionTask(Task):
 
     kind: ClassVar[str] = DETECTION
     metrics: ClassVar[tuple[str, ...]] = BOX_METRICS
+    #: predictions carry COCO category ids: a dataset's labels are ground truth only in the same space
+    label_space: ClassVar[str] = LABEL_SPACE
     #: IoU types evaluated, the first giving the plain metric names
     iou_types: ClassVar[tuple[str, ...]] = (coco_eval.BBOX,)
 
@@ -85,6 +87,9 @@ class CocoDetectionTask(Task):
     ) -> dict[str, dict[str, float]]:
         """Per category name: AP, AP50, AP75 and the ground-truth count (headline IoU type by default)."""
         return coco_eval.per_class_ap(predictions, references, iou_type or self.iou_types[0], self.categories())
+
+    def per_class_scores(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
+        return {name: row["AP"] for name, row in self.per_class(predictions, references).items()}
 
     def reference_from_prediction(self, prediction: Any) -> Any:
         return coco_eval.reference_from_prediction(prediction, self.reference_score_threshold)

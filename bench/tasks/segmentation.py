@@ -198,6 +198,9 @@ class SegmentationTask(Task):
         )
         return scores
 
+    def per_class_scores(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
+        return self.per_class_iou(predictions, references)
+
     def per_class_iou(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
         """IoU per class name (NaN where the class is absent from both), for reports."""
         _, cm = evaluate_segmentation(predictions, references, self.num_classes, self.ignore_index, self.label_space)
