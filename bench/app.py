@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import hydra
-from hydra.utils import instantiate
 import pandas as pd
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from bench import provenance
