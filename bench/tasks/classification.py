@@ -35,12 +35,10 @@ from bench.tasks.segmentation import (
     CORAL_TEST_DATA,
     INTERPOLATION,
     TFLiteModel,
+    TorchvisionNetwork,
     litert_version,
-    load_torchvision,
-    resolve_device,
     torch_versions,
     torchvision_weights,
-    torchvision_weights_problem,
 )
 
 CLASSIFICATION_METRICS = ("top1", "top5")
@@ -231,7 +229,7 @@ class TFLiteClassifier(ClassificationTask):
         return v
 
 
-class TorchvisionClassifier(ClassificationTask):
+class TorchvisionClassifier(TorchvisionNetwork, ClassificationTask):
     """ImageNet classifiers from torchvision's weights API (ResNet-50, MobileNetV3, ...).
 
     Preprocessing is the weights' own (e.g. ResNet50 V2: shorter side 232,
@@ -262,30 +260,6 @@ class TorchvisionClassifier(ClassificationTask):
         self.resize_size = int(preset.resize_size[0]) if preset is not None else 256
         self.crop_size = int(preset.crop_size[0]) if preset is not None else 224
         self._network = None
-
-    def unavailable_reason(self) -> str | None:
-        try:
-            import torchvision  # noqa: F401
-        except ImportError:
-            return "torchvision is not installed (pip install 'hmc-bench[learned]')"
-        return torchvision_weights_problem(self.arch, self.weights, self.checkpoint)
-
-    @property
-    def device(self) -> str:
-        return resolve_device(self.device_name)
-
-    @property
-    def network(self) -> Any:
-        """The torch module (eval mode), loaded on first use."""
-        if self._network is None:
-            kwargs = {} if self.weights is not None else {"num_classes": self.num_classes}
-            self._network = load_torchvision(self.arch, self.weights, self.checkpoint, **kwargs).eval().to(self.device)
-        return self._network
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_network"] = None
-        return state
 
     def logits(self, x: Any) -> Any:
         """N x 3 x H x W float RGB in [0, 1] -> N x classes logits (differentiable)."""

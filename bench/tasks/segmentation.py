@@ -570,7 +570,47 @@ def torch_versions() -> dict[str, str]:
     return {"torch": torch.__version__, "torchvision": torchvision.__version__}
 
 
-class TorchvisionSegmenter(SegmentationTask):
+class TorchvisionNetwork:
+    """A task whose network comes from torchvision's weights API (or a local state dict), loaded lazily.
+
+    Subclasses set ``arch``, ``weights``, ``checkpoint``, ``num_classes``,
+    ``device_name`` and ``_network = None``. The module is dropped when the
+    task is pickled to a worker process and loaded again there on first use.
+    """
+
+    arch: str
+    weights: Any
+    checkpoint: str | os.PathLike | None
+    num_classes: int
+    device_name: str
+    _network: Any
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            return "torchvision is not installed (pip install 'hmc-bench[learned]')"
+        return torchvision_weights_problem(self.arch, self.weights, self.checkpoint)
+
+    @property
+    def device(self) -> str:
+        return resolve_device(self.device_name)
+
+    @property
+    def network(self) -> Any:
+        """The torch module (eval mode), loaded on first use."""
+        if self._network is None:
+            kwargs = {} if self.weights is not None else {"num_classes": self.num_classes}
+            self._network = load_torchvision(self.arch, self.weights, self.checkpoint, **kwargs).eval().to(self.device)
+        return self._network
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_network"] = None
+        return state
+
+
+class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
     """DeepLabV3 / LR-ASPP / FCN from torchvision's weights API (21 VOC classes for the published weights).
 
     Preprocessing is the weights' own (shorter side resized to 520, ImageNet
@@ -607,30 +647,6 @@ class TorchvisionSegmenter(SegmentationTask):
         self.resize = resize
         self.device_name = device
         self._network = None
-
-    def unavailable_reason(self) -> str | None:
-        try:
-            import torchvision  # noqa: F401
-        except ImportError:
-            return "torchvision is not installed (pip install 'hmc-bench[learned]')"
-        return torchvision_weights_problem(self.arch, self.weights, self.checkpoint)
-
-    @property
-    def device(self) -> str:
-        return resolve_device(self.device_name)
-
-    @property
-    def network(self) -> Any:
-        """The torch module (eval mode), loaded on first use."""
-        if self._network is None:
-            kwargs = {} if self.weights is not None else {"num_classes": self.num_classes}
-            self._network = load_torchvision(self.arch, self.weights, self.checkpoint, **kwargs).eval().to(self.device)
-        return self._network
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_network"] = None
-        return state
 
     def logits(self, x: Any) -> Any:
         """N x 3 x H x W float RGB in [0, 1] -> N x C x H x W logits (differentiable)."""
