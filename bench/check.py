@@ -11,6 +11,11 @@ A golden record is a folder::
 rate point with the golden numbers. Timings are not compared, nor anything about the machine: numbers only. Exit 0
 when all are within tolerance, 1 on drift (the rows that moved are printed), 2 on a usage or input error.
 
+Task network: ``smoke.yaml``'s optional ``task: NAME`` (e.g. ``classification``) adds ``task=NAME`` to every run.
+Where the task cannot run here (its weights are missing) the check prints ``task NAME skipped: <reason>`` and
+compares the human-side numbers only (the task's keys ``NAME/...`` and ``bpp@NAME`` are left out); with
+``--require-tasks`` that is an error (exit 2), and ``--update`` always needs the task.
+
 Tolerances: ``bpp*`` relative 1e-9, PSNR 1e-6 dB absolute, MS-SSIM 1e-6 absolute, other metrics 1e-6 absolute;
 ``smoke.yaml``'s ``tolerances`` and ``--tolerance METRIC=[abs:|rel:]VALUE`` override them (``METRIC`` is a results key
 or its prefix before ``-``, e.g. ``psnr`` for ``psnr-rgb``).
@@ -24,6 +29,7 @@ import datetime as _dt
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -80,7 +86,7 @@ class Drift:
 
 
 def _matches(name: str, key: str) -> bool:
-    return key == name or key.startswith(name + "-")
+    return key == name or key.startswith(name + "-") or key.startswith(name + "/")
 
 
 def parse_tolerance(text: str, default_kind: str | None = None) -> tuple[str, Tolerance]:
@@ -164,6 +170,39 @@ def fresh_documents(root: Path, cfg: dict[str, Any]) -> dict[str, dict[str, Any]
     return out
 
 
+def smoke_task(cfg: dict[str, Any]) -> str | None:
+    """The task network named by ``smoke.yaml`` (``task: NAME``), or None."""
+    task = cfg.get("task")
+    if task is not None and (not isinstance(task, str) or not task):
+        raise CheckError(f"{CONFIG_NAME}: 'task' must be a task config name, e.g. classification")
+    return task
+
+
+def is_task_key(key: str, task: str) -> bool:
+    """A results key the task produces: ``TASK/metric`` or ``bpp@TASK``."""
+    return key.startswith(task + "/") or key.endswith("@" + task)
+
+
+def _compose(cfg: dict[str, Any], overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_module
+
+    overrides = overrides + [str(o) for o in cfg.get("overrides") or []]
+    with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def task_unavailable_reason(cfg: dict[str, Any], task: str) -> str | None:
+    """Why the smoke sweep's task cannot run here (e.g. missing weights), or None."""
+    from hydra.utils import instantiate
+
+    method = next(iter(cfg["methods"]))
+    try:
+        job = _compose(cfg, [f"method={method}", f"dataset={cfg['dataset']}", f"task={task}"])
+        return instantiate(job.task).unavailable_reason()
+    except Exception as exc:  # noqa: BLE001 - an unknown task or bad config is one message
+        raise CheckError(f"{CONFIG_NAME}: task {task!r}: {exc}") from None
+
+
 def _override_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_override_value(v) for v in value) + "]"
@@ -174,11 +213,14 @@ def _override_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True) -> None:
-    """Run the pinned sweep with the code path of ``python -m bench run`` (compose + run_job), one job per method."""
-    from hydra import compose, initialize_config_module
+def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True, with_task: bool = True) -> None:
+    """Run the pinned sweep with the code path of ``python -m bench run`` (compose + run_job), one job per method.
 
+    ``with_task``: add ``task=NAME`` (smoke.yaml's ``task``) to every run; False where the task is unavailable.
+    """
     from bench.app import UserError, run_job
+
+    task = smoke_task(cfg) if with_task else None
 
     for method, rates in cfg["methods"].items():
         overrides = [
@@ -195,9 +237,9 @@ def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True) -> 
             overrides.append(f"limit={_override_value(cfg['limit'])}")
         if "workers" in cfg:
             overrides.append(f"workers={int(cfg['workers'])}")
-        overrides += [str(o) for o in cfg.get("overrides") or []]
-        with initialize_config_module(config_module="bench.conf", version_base="1.3"):
-            job = compose(config_name="config", overrides=overrides)
+        if task:
+            overrides.append(f"task={task}")
+        job = _compose(cfg, overrides)
         sink = io.StringIO()
         try:
             with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
@@ -228,8 +270,12 @@ def compare(
     golden: Mapping[str, dict[str, Any]],
     fresh: Mapping[str, dict[str, Any] | None],
     overrides: Mapping[str, Tolerance] | None = None,
+    skip_tasks: Sequence[str] = (),
 ) -> tuple[list[Drift], int, list[str]]:
-    """Drifted rows, the count of numbers compared, and notes (keys the golden record does not pin)."""
+    """Drifted rows, the count of numbers compared, and notes (keys the golden record does not pin).
+
+    ``skip_tasks``: tasks that could not run here; their keys are not compared (every other golden key still is).
+    """
     overrides = overrides or {}
     drifts: list[Drift] = []
     notes: list[str] = []
@@ -242,7 +288,11 @@ def compare(
         gres, nres = gdoc["results"], ndoc["results"]
         g_rates = [str(r) for r in gres.get("rate", range(len(gres.get("bpp", []))))]
         n_rates = [str(r) for r in nres.get("rate", range(len(nres.get("bpp", []))))]
-        keys = [k for k in gres if k != "rate" and not k.endswith(IGNORED_SUFFIX)]
+        keys = [
+            k
+            for k in gres
+            if k != "rate" and not k.endswith(IGNORED_SUFFIX) and not any(is_task_key(k, t) for t in skip_tasks)
+        ]
         extra = sorted(k for k in nres if k not in gres and k != "rate" and not k.endswith(IGNORED_SUFFIX))
         if extra:
             notes.append(f"{method}: keys not in the golden record (not compared): {', '.join(extra)}")
@@ -293,13 +343,30 @@ def version_changes(golden: Mapping[str, dict[str, Any]]) -> list[str]:
 # updating
 
 
+def _unlocate(value: Any, weights: str | None) -> Any:
+    """``value`` with absolute paths made machine-free: ``$HMC_BENCH_WEIGHTS/...`` or ``<local>/NAME``."""
+    if isinstance(value, dict):
+        return {k: _unlocate(v, weights) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unlocate(v, weights) for v in value]
+    if isinstance(value, str) and value.startswith(("/", "~")) and "\n" not in value:
+        path = Path(value)
+        if weights and path.is_relative_to(weights):
+            return "$HMC_BENCH_WEIGHTS/" + path.relative_to(weights).as_posix()
+        return "<local>/" + path.name
+    return value
+
+
 def sanitize(doc: dict[str, Any]) -> dict[str, Any]:
-    """What the golden record keeps: numbers, config, code version; not timings, host or row paths."""
+    """What the golden record keeps: numbers, config, code version; not timings, host, row or local file paths."""
     out = json.loads(json.dumps(doc))
     out["results"] = {k: v for k, v in out["results"].items() if not k.endswith(IGNORED_SUFFIX)}
     meta = out.get("meta")
     if isinstance(meta, dict):
         meta.pop("rows", None)
+        if isinstance(meta.get("config"), dict):  # e.g. a task's resolved model path under HMC_BENCH_WEIGHTS
+            weights = os.environ.get("HMC_BENCH_WEIGHTS")
+            meta["config"] = _unlocate(meta["config"], weights)
         prov = meta.get("provenance")
         if isinstance(prov, dict):
             for key in ("host", "platform"):
@@ -359,6 +426,7 @@ def check(
     update: bool = False,
     reason: str | None = None,
     keep_results: Path | None = None,
+    require_tasks: bool = False,
     out=sys.stdout,
 ) -> int:
     """Run the drift gate; returns the exit status (0 ok or updated, 1 drift, 2 error)."""
@@ -371,6 +439,17 @@ def check(
     overrides.update(parse_tolerance(t) for t in tolerances)
     golden = {} if update and not any(baseline.glob("*/*.json")) else golden_documents(baseline, cfg)
 
+    task = smoke_task(cfg)
+    skipped: list[str] = []
+    if task and results is None:
+        why = task_unavailable_reason(cfg, task)
+        if why:
+            if require_tasks or update:
+                flag = "--update" if update else "--require-tasks"
+                raise CheckError(f"task {task} is required ({flag}) but cannot run here: {why}")
+            print(f"task {task} skipped: {why}", file=out)
+            skipped.append(task)
+
     if results is not None:
         if not results.is_dir():
             raise CheckError(f"{results}: no such results folder")
@@ -378,10 +457,14 @@ def check(
     else:
         with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
             root = keep_results or Path(tmp)
-            run_smoke(cfg, root)
+            run_smoke(cfg, root, with_task=not skipped)
             fresh = fresh_documents(root, cfg)
+    if update and task:
+        lacking = [m for m, d in fresh.items() if d and not any(is_task_key(k, task) for k in d["results"])]
+        if lacking:
+            raise CheckError(f"cannot update: the results of {', '.join(lacking)} have no {task} numbers")
 
-    drifts, compared, notes = compare(golden, fresh, overrides) if golden else ([], 0, [])
+    drifts, compared, notes = compare(golden, fresh, overrides, skip_tasks=skipped) if golden else ([], 0, [])
     for note in notes:
         print(f"note: {note}", file=out)
     if update:
@@ -397,7 +480,8 @@ def check(
         print("If the change is intended: python -m bench check --baseline ... --update --reason '...'", file=out)
         return 1
     methods = ", ".join(f"{m} ({len(r)} rates)" for m, r in cfg["methods"].items())
-    print(f"no drift: {compared} value(s) within tolerance; {cfg['dataset']}: {methods}", file=out)
+    with_task = f"; task {task}" if task and not skipped else (f"; task {task} not compared" if task else "")
+    print(f"no drift: {compared} value(s) within tolerance; {cfg['dataset']}: {methods}{with_task}", file=out)
     return 0
 
 
@@ -418,6 +502,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--update", action="store_true", help="rewrite the golden record with the new numbers")
     parser.add_argument("--reason", default=None, help="why the golden numbers change (required with --update)")
     parser.add_argument("--keep-results", default=None, help="run the sweep into this folder and keep it")
+    parser.add_argument(
+        "--require-tasks",
+        action="store_true",
+        help="fail (exit 2) when smoke.yaml's task network cannot run here instead of skipping its numbers",
+    )
     args = parser.parse_args(argv)
     try:
         return check(
@@ -427,6 +516,7 @@ def main(argv: list[str]) -> int:
             update=args.update,
             reason=args.reason,
             keep_results=Path(args.keep_results) if args.keep_results else None,
+            require_tasks=args.require_tasks,
         )
     except CheckError as exc:
         print(f"error: {exc}", file=sys.stderr)

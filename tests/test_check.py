@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import assets_dir
 
 from bench import check as C
 
@@ -17,9 +19,25 @@ REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "results" / "golden" / "smoke"
 
 
-def bench(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def weights_dir() -> Path | None:
+    """HMC_BENCH_WEIGHTS, else HMC_BENCH_ASSETS/weights, else None."""
+    if os.environ.get("HMC_BENCH_WEIGHTS"):
+        return Path(os.environ["HMC_BENCH_WEIGHTS"])
+    assets = assets_dir()
+    return assets / "weights" if assets else None
+
+
+WEIGHTS = weights_dir()
+HAVE_WEIGHTS = bool(WEIGHTS) and (WEIGHTS / "mobilenet_imagenet_tflite" / "mobilenet_v2_1.0_224_quant.tflite").is_file()
+requires_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="the MobileNetV2 TFLite weights are not here")
+
+
+def bench(*args: str, cwd: Path, timeout: int = 300, weights: Path | None = WEIGHTS) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HMC_BENCH_WEIGHTS"}
+    if weights is not None:
+        env["HMC_BENCH_WEIGHTS"] = str(weights)
     return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -41,7 +59,44 @@ def test_golden_smoke_record_has_not_drifted(tmp_path):
     """CI's drift gate: re-run the pinned smoke sweep (the `bench run` code path) and compare with the golden record."""
     res = bench("check", "--baseline", str(GOLDEN), cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "no drift: 18 value(s) within tolerance" in res.stdout
+    if HAVE_WEIGHTS:  # bpp, PSNR, MS-SSIM and the classifier's top1, top5, n, bpp@classification
+        assert "no drift: 42 value(s) within tolerance" in res.stdout and "skipped" not in res.stdout
+    else:  # the human-side numbers are still all compared
+        assert "task classification skipped: TFLite model not found" in res.stdout
+        assert "no drift: 18 value(s) within tolerance" in res.stdout
+
+
+@requires_weights
+def test_a_moved_top1_fails_when_the_task_runs(tmp_path):
+    baseline = golden_copy(tmp_path)
+    edit(baseline / "samples" / "jpeg.json", "classification/top1", 0, lambda v: v + 1 / 6)
+    res = bench("check", "--baseline", str(baseline), cwd=tmp_path)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "DRIFT: 1 of 42 value(s) differ" in res.stdout
+    assert re.search(r"^jpeg\s+10\s+classification/top1\s.*abs 1e-09$", res.stdout, re.M)
+
+
+def test_without_weights_the_task_is_skipped_but_human_numbers_still_count(tmp_path):
+    baseline = golden_copy(tmp_path)
+    edit(baseline / "samples" / "jpeg.json", "classification/top1", 0, lambda v: v + 1 / 6)
+    edit(baseline / "samples" / "webp.json", "psnr-rgb", 2, lambda v: v + 1e-3)
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    res = bench("check", "--baseline", str(baseline), cwd=tmp_path, weights=empty)
+    assert res.returncode == 1, res.stdout + res.stderr
+    skipped = [line for line in res.stdout.splitlines() if line.startswith("task classification skipped: ")]
+    assert len(skipped) == 1 and "TFLite model not found" in skipped[0]
+    assert "DRIFT: 1 of 18 value(s) differ" in res.stdout and "classification/top1" not in res.stdout
+    assert re.search(r"^webp\s+90\s+psnr-rgb\s", res.stdout, re.M)
+
+
+def test_require_tasks_fails_when_the_weights_are_absent(tmp_path):
+    empty = tmp_path / "no-weights"
+    empty.mkdir()
+    res = bench("check", "--baseline", str(GOLDEN), "--require-tasks", cwd=tmp_path, weights=empty)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "task classification is required (--require-tasks) but cannot run here" in res.stderr
+    assert "TFLite model not found" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_a_moved_psnr_fails_and_names_method_rate_metric(tmp_path):
@@ -49,7 +104,7 @@ def test_a_moved_psnr_fails_and_names_method_rate_metric(tmp_path):
     old, new = edit(baseline / "samples" / "jpeg.json", "psnr-rgb", 1, lambda v: v + 1e-3)
     res = bench("check", "--baseline", str(baseline), "--results", str(GOLDEN), cwd=tmp_path)
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "DRIFT: 1 of 18 value(s) differ" in res.stdout
+    assert "DRIFT: 1 of 42 value(s) differ" in res.stdout
     row = next(line for line in res.stdout.splitlines() if line.startswith("jpeg "))
     assert re.split(r"\s+", row)[:3] == ["jpeg", "50", "psnr-rgb"]
     # golden is the perturbed copy, "new" the real numbers: diff = old - new
@@ -62,12 +117,12 @@ def test_tolerances_from_the_command_line(tmp_path):
     edit(baseline / "samples" / "webp.json", "bpp", 2, lambda v: v * (1 + 1e-8))
     args = ["check", "--baseline", str(baseline), "--results", str(GOLDEN)]
     res = bench(*args, cwd=tmp_path)
-    assert res.returncode == 1 and "DRIFT: 2 of 18" in res.stdout
+    assert res.returncode == 1 and "DRIFT: 2 of 42" in res.stdout
     assert re.search(r"^webp\s+90\s+bpp\s.*rel 1e-09$", res.stdout, re.M)
     res = bench(*args, "--tolerance", "psnr=1e-2", "--tolerance", "bpp=rel:1e-7", cwd=tmp_path)
     assert res.returncode == 0, res.stdout
     res = bench(*args, "--tolerance", "psnr-rgb=abs:1e-4", "--tolerance", "bpp=rel:1e-7", cwd=tmp_path)
-    assert res.returncode == 1 and "DRIFT: 1 of 18" in res.stdout
+    assert res.returncode == 1 and "DRIFT: 1 of 42" in res.stdout
 
 
 def test_update_rewrites_the_record_and_logs_why(tmp_path):
@@ -119,6 +174,7 @@ def test_compare_missing_pieces_and_nan():
 def test_golden_record_holds_no_machine_specifics():
     config = C.load_config(GOLDEN)
     assert config["dataset"] == "samples" and set(config["methods"]) == {"jpeg", "webp"}
+    assert config["task"] == "classification"
     for path in GOLDEN.rglob("*.json"):
         doc = json.loads(path.read_text())
         assert "rows" not in doc["meta"] and "host" not in doc["meta"]["provenance"]
