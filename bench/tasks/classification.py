@@ -37,7 +37,6 @@ from bench.tasks.segmentation import (
     TFLiteModel,
     TorchvisionNetwork,
     litert_version,
-    torch_versions,
     torchvision_weights,
 )
 
@@ -280,10 +279,3 @@ class TorchvisionClassifier(TorchvisionNetwork, ClassificationTask):
                 probs = self.logits(x.float() / 255.0).softmax(1)[0].cpu().numpy()
                 preds.append(class_prediction(probs))
         return preds
-
-    def describe(self) -> str:
-        w = self.weights.name if self.weights is not None else (self.checkpoint or "random init")
-        return f"{self.name} (torchvision {self.arch}, {w})"
-
-    def versions(self) -> dict[str, str]:
-        return torch_versions()

@@ -583,6 +583,7 @@ class TorchvisionNetwork:
     checkpoint: str | os.PathLike | None
     num_classes: int
     device_name: str
+    name: str
     _network: Any
 
     def unavailable_reason(self) -> str | None:
@@ -608,6 +609,13 @@ class TorchvisionNetwork:
         state = dict(self.__dict__)
         state["_network"] = None
         return state
+
+    def describe(self) -> str:
+        w = self.weights.name if self.weights is not None else (self.checkpoint or "random init")
+        return f"{self.name} (torchvision {self.arch}, {w})"
+
+    def versions(self) -> dict[str, str]:
+        return torch_versions()
 
 
 class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
@@ -670,13 +678,6 @@ class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
                 labels = self.logits(x.float() / 255.0).argmax(1)[0].to(torch.uint8).cpu().numpy()
                 preds.append(label_prediction(labels))
         return preds
-
-    def describe(self) -> str:
-        w = self.weights.name if self.weights is not None else (self.checkpoint or "random init")
-        return f"{self.name} (torchvision {self.arch}, {w})"
-
-    def versions(self) -> dict[str, str]:
-        return torch_versions()
 
 
 # ------------------------------------------------------------------ ESPNet
