@@ -16,11 +16,12 @@ from bench import provenance
 from bench.datasets.base import DatasetUnavailable, ImageDataset
 from bench.evaluation import evaluate_task
 from bench.methods.base import Method, MethodUnavailable
-from bench.runner import TaskLogs, run_sweep
+from bench.runner import BitstreamCache, TaskLogs, run_sweep
 from bench.store import RunStore, aggregate, compressai_json, write_outputs
 from bench.tasks.base import Task
 
 log = logging.getLogger("bench")
+
 
 #: bump when a change to the harness changes the numbers rows hold
 MEASUREMENT_VERSION = 1
@@ -45,6 +46,25 @@ def row_config_hash(method_cfg: dict[str, Any], metrics: list[str]) -> str:
     """Hash of everything that decides a row's numbers (not the rate list)."""
     relevant = {k: v for k, v in method_cfg.items() if k not in _NOT_HASHED}
     return provenance.config_hash({"method": relevant, "metrics": metrics, "version": MEASUREMENT_VERSION})
+
+
+def encode_key(method_cfg: dict[str, Any], codec_versions: dict[str, str]) -> str:
+    """Hash of what decides a method's bytes: its config, the harness version, the codec versions."""
+    relevant = {k: v for k, v in method_cfg.items() if k not in _NOT_HASHED}
+    return provenance.config_hash({"method": relevant, "codecs": codec_versions, "version": MEASUREMENT_VERSION})
+
+
+def parse_shard(value: Any) -> tuple[int, int] | None:
+    """``"i/n"`` -> (i, n) with 0 <= i < n; None for no sharding."""
+    if value is None:
+        return None
+    try:
+        i, n = (int(x) for x in str(value).split("/"))
+    except ValueError:
+        raise UserError(f"shard must be 'i/n' (e.g. shard=0/4), got {value!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise UserError(f"shard {value!r}: need 0 <= i < n")
+    return i, n
 
 
 def format_table(table: pd.DataFrame, name: str, dataset: str) -> str:
@@ -91,6 +111,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         raise UserError(str(exc)) from exc
     if cfg.limit is not None:
         samples = samples[: int(cfg.limit)]
+    shard = parse_shard(cfg.get("shard"))
+    mine = samples if shard is None else [s for k, s in enumerate(samples) if k % shard[1] == shard[0]]
     metrics = list(cfg.metrics)
     task_setups = build_tasks(cfg)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
@@ -105,13 +127,17 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     ]
     store.write_config({"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics})
     log.info(
-        "%s (%s) on %s: %d samples x %d rates",
+        "%s (%s) on %s: %d samples x %d rates%s",
         method.name,
         method.family.value,
         dataset.describe(),
-        len(samples),
+        len(mine),
         len(method.rates),
+        "" if shard is None else f" (shard {shard[0]}/{shard[1]} of {len(samples)} samples)",
     )
+    cache = None
+    if cfg.get("cache_dir") is not None:
+        cache = BitstreamCache(cfg.cache_dir, encode_key(method_cfg, method.versions()))
     try:
         stats = run_sweep(
             method,
@@ -121,8 +147,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             workers=int(cfg.workers),
             resume=bool(cfg.resume),
             progress=bool(cfg.progress),
-            samples=samples,
+            samples=mine,
             tasks=tasks,
+            cache=cache,
         )
     except MethodUnavailable as exc:
         raise UserError(str(exc)) from exc
@@ -130,6 +157,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     rows = store.sample_table()
     rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
     table = aggregate(rows, method.rates)
+    present = set() if rows.empty else {(r, str(t)) for r, t in zip(rows["sample"], rows["rate"])}
+    missing = len(wanted) * len(method.rates) - len(present & {(s, str(r)) for s in wanted for r in method.rates})
     task_meta = {}
     for t in tasks:
         task_table, task_meta[t.task.name] = evaluate_task(t, dataset, samples, method.rates)
@@ -146,6 +175,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "dataset": dataset.name,
         "dataset_description": dataset.describe(),
         "samples": len(samples),
+        "complete": missing == 0,
+        "shard": cfg.get("shard"),
         "failures": failures,
         "config": {
             "method": method_cfg,
@@ -160,6 +191,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "provenance": provenance.provenance(device=getattr(method, "device", "cpu")),
     }
     write_outputs(store, compressai_json(method.name, method.description, table, meta), table)
+    if shard is not None and missing:
+        log.warning(
+            "shard %d/%d: results are partial until every shard has run (%d (sample, rate) rows missing); "
+            "run once more without shard to write the final JSON",
+            shard[0],
+            shard[1],
+            missing,
+        )
     print(format_table(table, method.name, dataset.name))
     if failures:
         print(f"{len(failures)} (sample, rate) pairs failed; see meta.failures in {store.json_path}")

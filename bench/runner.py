@@ -8,13 +8,18 @@ each sample finishes, so a killed sweep resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import multiprocessing
+import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +45,75 @@ METRICS: dict[str, Callable[[np.ndarray], Callable[[np.ndarray], float]]] = {
 
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+class BitstreamCache:
+    """Encoded bitstreams on disk, content-addressed.
+
+    An entry lives at ``<root>/<aa>/<sha256>`` where the digest covers the
+    method key (its config hash, the harness's measurement version and the
+    codec versions; built by the caller), the SHA-256 of the image's pixels
+    and the rate point, so an entry can only be found by the exact encode that
+    made it: a stale entry is never reused, only left behind. A file is a JSON
+    header line (stream names and lengths, size, encode time) then the raw
+    stream bytes; it is written atomically, so concurrent writers are safe.
+    """
+
+    def __init__(self, root: str | Path, method_key: str):
+        self.root = Path(root)
+        self.method_key = method_key
+
+    @staticmethod
+    def image_digest(image: np.ndarray) -> str:
+        h = hashlib.sha256(f"{image.dtype}{image.shape}".encode())
+        h.update(np.ascontiguousarray(image).tobytes())
+        return h.hexdigest()
+
+    def path(self, image_digest: str, rate: Any) -> Path:
+        key = json.dumps([self.method_key, image_digest, str(rate)])
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.root / digest[:2] / digest
+
+    def load(self, image_digest: str, rate: Any) -> tuple[Bitstream, float] | None:
+        """The cached bitstream and the time its encode took, or None."""
+        try:
+            data = self.path(image_digest, rate).read_bytes()
+            end = data.index(b"\n")
+            header = json.loads(data[:end])
+            streams, offset = {}, end + 1
+            for name, length in header["streams"]:
+                streams[name] = data[offset : offset + length]
+                offset += length
+            if offset != len(data):
+                return None  # not a file this cache wrote
+            bitstream = Bitstream(streams, height=header["height"], width=header["width"], info=header["info"])
+            return bitstream, float(header["encoding_time"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, image_digest: str, rate: Any, bitstream: Bitstream, encoding_time: float) -> None:
+        try:
+            header = json.dumps(
+                {
+                    "streams": [[n, len(b)] for n, b in bitstream.streams.items()],
+                    "height": bitstream.height,
+                    "width": bitstream.width,
+                    "info": bitstream.info,
+                    "encoding_time": encoding_time,
+                }
+            )
+        except TypeError:
+            return  # info that JSON cannot hold: not cached, encoded again next time
+        path = self.path(image_digest, rate)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(header.encode() + b"\n" + b"".join(bytes(b) for b in bitstream.streams.values()))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 @dataclass
@@ -111,6 +185,7 @@ def measure_sample(
     rates: Sequence[Any],
     metrics: Sequence[str],
     task_jobs: Sequence[TaskJob] = (),
+    cache: BitstreamCache | None = None,
 ) -> SampleResult:
     """Encode ``sample`` once per rate point and measure every target that still needs it.
 
@@ -118,6 +193,8 @@ def measure_sample(
     its own. Each target is charged the streams its family contract names and
     decodes only those; targets that receive the same streams share one decode
     unless the method decodes per target. Failures become rows with ``error``.
+    With a ``cache``, a bitstream encoded before (same method config, code
+    version, image content and rate) is loaded instead of encoded again.
     """
     result = SampleResult()
     human_rates = {str(r) for r in rates}
@@ -131,6 +208,7 @@ def measure_sample(
             result.tasks[job.task.name] = [{"sample": sample.id, "rate": r, "error": error} for r in job.rates]
         return result
     height, width = image.shape[:2]
+    image_digest = cache.image_digest(image) if cache is not None else ""
     for job in task_jobs:
         if job.need_reference:
             row = {"sample": sample.id, "rate": UNCOMPRESSED, "error": None}
@@ -149,9 +227,15 @@ def measure_sample(
         base = {"sample": sample.id, "rate": rate, "height": height, "width": width, "error": None}
         task_here = [job for job in task_jobs if str(rate) in {str(r) for r in job.rates}]
         try:
-            start = time.perf_counter()
-            written = method.encode(image, rate)
-            encoding_time = time.perf_counter() - start
+            cached = cache.load(image_digest, rate) if cache is not None else None
+            if cached is not None:
+                written, encoding_time = cached  # the time of the encode that made it
+            else:
+                start = time.perf_counter()
+                written = method.encode(image, rate)
+                encoding_time = time.perf_counter() - start
+                if cache is not None:
+                    cache.save(image_digest, rate, written, encoding_time)
         except Exception as exc:  # noqa: BLE001 - a codec failing on one sample fails that sample
             error = _error_text(exc)
             if str(rate) in human_rates:
@@ -195,18 +279,18 @@ def measure_sample(
 
 
 # Worker processes receive the job once, at start, rather than with every sample.
-_JOB: tuple[Method, ImageDataset, list[str]] | None = None
+_JOB: tuple[Method, ImageDataset, list[str], BitstreamCache | None] | None = None
 
 
-def _init_worker(method: Method, dataset: ImageDataset, metrics: list[str]) -> None:
+def _init_worker(method: Method, dataset: ImageDataset, metrics: list[str], cache: BitstreamCache | None) -> None:
     global _JOB
-    _JOB = (method, dataset, metrics)
+    _JOB = (method, dataset, metrics, cache)
 
 
 def _run_in_worker(sample: Sample, rates: list[Any], task_jobs: list[TaskJob]) -> SampleResult:
     assert _JOB is not None
-    method, dataset, metrics = _JOB
-    return measure_sample(method, dataset, sample, rates, metrics, task_jobs)
+    method, dataset, metrics, cache = _JOB
+    return measure_sample(method, dataset, sample, rates, metrics, task_jobs, cache)
 
 
 @dataclass
@@ -228,6 +312,7 @@ def run_sweep(
     progress: bool = True,
     samples: list[Sample] | None = None,
     tasks: Sequence[TaskLogs] = (),
+    cache: BitstreamCache | None = None,
 ) -> dict[str, int]:
     """Measure what is not yet in ``store``; returns counts of work done and skipped.
 
@@ -289,11 +374,14 @@ def run_sweep(
     try:
         if n_workers == 1:
             for sample, rates, jobs in todo:
-                record(measure_sample(method, dataset, sample, rates, metrics, jobs))
+                record(measure_sample(method, dataset, sample, rates, metrics, jobs, cache))
         else:
             context = multiprocessing.get_context("fork")  # workers inherit imports: no start-up cost
             with ProcessPoolExecutor(
-                n_workers, mp_context=context, initializer=_init_worker, initargs=(method, dataset, list(metrics))
+                n_workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(method, dataset, list(metrics), cache),
             ) as pool:
                 futures = [pool.submit(_run_in_worker, sample, rates, jobs) for sample, rates, jobs in todo]
                 for future in as_completed(futures):

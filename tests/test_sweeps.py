@@ -1,0 +1,160 @@
+"""Sweeps split into jobs: sample shards writing one rows log at once, cluster launchers, the bitstream cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from task_fixtures import DominantChannel
+from test_cli import bench
+from test_tasks_runner import CountingJPEG
+
+from bench.datasets.folder import ImageFolder
+from bench.runner import BitstreamCache, TaskLogs, run_sweep
+from bench.store import RunStore
+
+KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb")
+
+
+@pytest.fixture()
+def six_photos(tmp_path: Path, photos: dict[str, np.ndarray]) -> Path:
+    folder = tmp_path / "six"
+    folder.mkdir()
+    i = 0
+    for name, arr in photos.items():
+        for variant in (arr, arr[:, ::-1]):
+            Image.fromarray(np.ascontiguousarray(variant)).save(folder / f"{i}_{name}.png")
+            i += 1
+    return folder
+
+
+def _args(folder: Path, results: Path, *extra: str) -> list[str]:
+    return [
+        "run",
+        "method=webp",
+        "dataset=folder",
+        f"dataset.root={folder}",
+        "method.rates=[10,50,90]",
+        "workers=1",
+        f"results_dir={results}",
+        "progress=false",
+        *extra,
+    ]
+
+
+def _results(results: Path) -> dict:
+    doc = json.loads((results / "folder-six" / "webp.json").read_text())
+    return {k: doc["results"][k] for k in KEYS}
+
+
+def test_concurrent_shards_then_a_final_run_equal_an_unsharded_run(tmp_path, six_photos):
+    reference = tmp_path / "reference"
+    assert bench(*_args(six_photos, reference), cwd=tmp_path).returncode == 0
+
+    shared = tmp_path / "sharded"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench", *_args(six_photos, shared, f"shard={i}/2")],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    rows = [
+        json.loads(x) for p in (shared / "folder-six" / "webp").glob("*/rows.jsonl") for x in p.read_text().splitlines()
+    ]
+    assert len(rows) == 6 * 3 and len({(r["sample"], r["rate"]) for r in rows}) == 6 * 3  # none lost, none twice
+
+    final = bench(*_args(six_photos, shared), cwd=tmp_path)
+    assert final.returncode == 0, final.stderr
+    assert "nothing to do" in final.stderr + final.stdout
+    assert _results(shared) == _results(reference)  # exactly
+    assert json.loads((shared / "folder-six" / "webp.json").read_text())["meta"]["complete"] is True
+
+
+def test_one_shard_says_its_json_is_partial(tmp_path, six_photos):
+    res = bench(*_args(six_photos, tmp_path / "out", "shard=1/2"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "shard 1/2: results are partial until every shard has run" in res.stdout + res.stderr
+    doc = json.loads((tmp_path / "out" / "folder-six" / "webp.json").read_text())
+    assert doc["meta"]["complete"] is False and doc["meta"]["shard"] == "1/2"
+    assert len((tmp_path / "out" / doc["meta"]["rows"]).read_text().splitlines()) == 3 * 3
+
+    res = bench(*_args(six_photos, tmp_path / "out", "shard=2/2"), cwd=tmp_path)
+    assert res.returncode == 2 and "shard" in res.stderr
+
+
+def test_multirun_with_the_submitit_local_launcher(tmp_path, photo_folder):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    res = bench(
+        "run",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "method=jpeg,webp",
+        "dataset=folder",
+        f"dataset.root={photo_folder}",
+        "method.rates=[10,90]",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    for method in ("jpeg", "webp"):
+        doc = json.loads((tmp_path / "out" / "folder-images" / f"{method}.json").read_text())
+        assert doc["results"]["rate"] == [10, 90] and doc["meta"]["samples"] == 3
+
+
+def test_cached_bitstreams_make_adding_a_task_encode_nothing(tmp_path, photo_folder):
+    dataset = ImageFolder(photo_folder)
+    cache = BitstreamCache(tmp_path / "cache", "jpeg-key")
+    method = CountingJPEG()
+    store = RunStore(tmp_path / "out", dataset.name, method.name, "h")
+    run_sweep(method, dataset, store, workers=1, progress=False, cache=cache)
+    assert method.encodes == 9
+    rows_before = store.read_rows()
+
+    method.encodes = 0
+    task = DominantChannel()
+    logs = TaskLogs(task, store.task_log(task.name, "t"), store.reference_log(task.name, "t"))
+    stats = run_sweep(method, dataset, store, workers=1, progress=False, tasks=[logs], cache=cache)
+    assert method.encodes == 0 and stats["measured"] == 9
+    assert store.read_rows() == rows_before
+    # the task is charged exactly the bytes the human rows were charged
+    human = store.sample_table().set_index(["sample", "rate"])
+    preds = logs.predictions.table().set_index(["sample", "rate"])
+    assert (preds["bpp"] == human["bpp"]).all()
+
+    # a different method key (another config or code version) never sees those entries
+    other = RunStore(tmp_path / "other", dataset.name, method.name, "h")
+    method.encodes = 0
+    run_sweep(method, dataset, other, workers=1, progress=False, cache=BitstreamCache(tmp_path / "cache", "other"))
+    assert method.encodes == 9 and len(other.read_rows()) == 9
+    fresh = RunStore(tmp_path / "fresh", dataset.name, method.name, "h")
+    counting = CountingJPEG()
+    run_sweep(counting, dataset, fresh, workers=1, progress=False, cache=BitstreamCache(tmp_path / "cache", "new"))
+    assert counting.encodes == 9
+    # numbers from cached bytes equal numbers from fresh encodes
+    cols = ["bpp", "psnr-rgb"]
+    assert fresh.sample_table().set_index(["sample", "rate"])[cols].equals(human[cols])
+
+
+def test_cache_dir_through_the_cli(tmp_path, photo_folder):
+    args = ["run", "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "method.rates=[10,90]"]
+    args += [f"cache_dir={tmp_path / 'cache'}", "progress=false"]
+    assert bench(*args, f"results_dir={tmp_path / 'a'}", cwd=tmp_path).returncode == 0
+    entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert len(entries) == 6
+    assert bench(*args, f"results_dir={tmp_path / 'b'}", cwd=tmp_path).returncode == 0
+    assert len([p for p in (tmp_path / "cache").rglob("*") if p.is_file()]) == 6
+    a = json.loads((tmp_path / "a" / "folder-images" / "jpeg.json").read_text())["results"]
+    b = json.loads((tmp_path / "b" / "folder-images" / "jpeg.json").read_text())["results"]
+    assert {k: a[k] for k in KEYS} == {k: b[k] for k in KEYS}
