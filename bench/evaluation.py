@@ -14,6 +14,7 @@ import pandas as pd
 
 from bench.datasets.base import ImageDataset, Sample
 from bench.runner import TaskLogs
+from bench.store import exact_mean
 from bench.tasks.base import FIDELITY, GROUND_TRUTH
 
 
@@ -52,9 +53,10 @@ def evaluate_task(
     out = []
     for rate in rates:
         at_rate = ok[ok["rate"].astype(str) == str(rate)] if not ok.empty else ok
-        preds = {r["sample"]: r["prediction"] for _, r in at_rate.iterrows() if r["sample"] in references}
+        # sorted: evaluators see the same order however the rows were written
+        preds = dict(sorted((r["sample"], r["prediction"]) for _, r in at_rate.iterrows() if r["sample"] in references))
         entry: dict[str, Any] = {"rate": rate, f"{task.name}/n": len(preds)}
-        entry[f"bpp@{task.name}"] = float(at_rate["bpp"].mean()) if len(at_rate) else math.nan
+        entry[f"bpp@{task.name}"] = exact_mean(at_rate["bpp"]) if len(at_rate) else math.nan
         if preds:
             refs = {sid: references[sid] for sid in preds}
             scores = task.evaluate(preds, refs)

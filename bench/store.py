@@ -155,6 +155,13 @@ class RunStore:
         atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
 
 
+def exact_mean(values: pd.Series) -> float:
+    """Mean of the defined values, exactly rounded (``math.fsum``): the same figure whatever
+    order the rows were written in (workers and shards finish in any order)."""
+    defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return math.fsum(defined) / len(defined) if defined else math.nan
+
+
 def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
     """Mean over samples per rate point, in the method's rate order.
 
@@ -171,7 +178,7 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
         good = ok[ok["rate"].astype(str) == str(rate)]
         row: dict[str, Any] = {"rate": rate, "n": len(good), "n_failed": len(at_rate) - len(good)}
         for col in AVERAGED:
-            row[col] = float(good[col].mean()) if col in good and len(good) else math.nan
+            row[col] = exact_mean(good[col]) if col in good and len(good) else math.nan
         out.append(row)
     return pd.DataFrame(out)
 
