@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -371,21 +372,42 @@ def run_sweep(
 
     in_torch = method.uses_torch or any(t.task.uses_torch for t in tasks)
     n_workers = 1 if in_torch else max(1, min(workers, len(todo)))
+
+    def run_pool(items: list[tuple[Sample, list[Any], list[TaskJob]]], size: int) -> list[Any]:
+        """Measure ``items`` in a pool of ``size`` workers; the items lost to a dead worker."""
+        lost = []
+        context = multiprocessing.get_context("fork")  # workers inherit imports: no start-up cost
+        with ProcessPoolExecutor(
+            size, mp_context=context, initializer=_init_worker, initargs=(method, dataset, list(metrics), cache)
+        ) as pool:
+            futures = {pool.submit(_run_in_worker, *item): item for item in items}
+            for future in as_completed(futures):
+                try:
+                    record(future.result())
+                except BrokenProcessPool:
+                    lost.append(futures[future])
+        return lost
+
     try:
         if n_workers == 1:
             for sample, rates, jobs in todo:
                 record(measure_sample(method, dataset, sample, rates, metrics, jobs, cache))
         else:
-            context = multiprocessing.get_context("fork")  # workers inherit imports: no start-up cost
-            with ProcessPoolExecutor(
-                n_workers,
-                mp_context=context,
-                initializer=_init_worker,
-                initargs=(method, dataset, list(metrics), cache),
-            ) as pool:
-                futures = [pool.submit(_run_in_worker, sample, rates, jobs) for sample, rates, jobs in todo]
-                for future in as_completed(futures):
-                    record(future.result())
+            lost = run_pool(todo, n_workers)
+            if lost:
+                log.warning("a worker process died; measuring the %d samples it took down one by one", len(lost))
+            for item in lost:  # alone in a fresh worker, only the sample that kills it fails
+                if run_pool([item], 1):
+                    record(_crashed(*item))
     finally:
         bar.close()
     return stats
+
+
+def _crashed(sample: Sample, rates: list[Any], task_jobs: list[TaskJob]) -> SampleResult:
+    """Rows saying a sample killed its worker process (they are retried on resume)."""
+    error = "WorkerCrashed: the worker process died while measuring this sample (a codec or task crashed hard)"
+    result = SampleResult(human=[{"sample": sample.id, "rate": r, "error": error} for r in rates])
+    for job in task_jobs:
+        result.tasks[job.task.name] = [{"sample": sample.id, "rate": r, "error": error} for r in job.rates]
+    return result

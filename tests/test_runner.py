@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -108,3 +109,30 @@ def test_unreadable_sample_fails_only_itself(tmp_path, photo_folder):
     row = [r for r in store.read_rows() if r["sample"] == "broken.png"][0]
     assert "broken.png" in row["error"] and "ImageError" in row["error"]
     assert json.loads(store.rows_path.read_text().splitlines()[0])  # rows are JSON lines
+
+
+class CrashingCodec(PillowCodec):
+    """Kills its process (as a segfaulting native codec would) on images of one height."""
+
+    def __init__(self, crash_height: int):
+        super().__init__("jpeg", [30, 70], "JPEG")
+        self.crash_height = crash_height
+
+    def encode(self, image, rate):
+        if image.shape[0] == self.crash_height:
+            os._exit(3)
+        return super().encode(image, rate)
+
+
+def test_a_worker_that_dies_fails_only_its_sample(tmp_path, photo_folder):
+    dataset = ImageFolder(photo_folder)
+    store = RunStore(tmp_path, dataset.name, "jpeg", "h")
+    stats = run_sweep(CrashingCodec(211), dataset, store, workers=2, progress=False)  # chelsea is 211 rows
+    table = store.sample_table()
+    failed = table[table["error"].notna()]
+    assert set(failed["sample"]) == {"chelsea.png"} and stats["failed"] == 2
+    assert failed["error"].str.startswith("WorkerCrashed").all()
+    assert table[table["error"].isna()]["sample"].nunique() == 2  # the others were measured
+    # resume retries only the sample that crashed
+    stats = run_sweep(CrashingCodec(-1), dataset, store, workers=2, progress=False)
+    assert stats["measured"] == 2 and stats["failed"] == 0 and stats["skipped"] == 4
