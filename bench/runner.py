@@ -139,15 +139,38 @@ class SampleResult:
         return len(rows), sum(1 for r in rows if r.get("error"))
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """A GPU (or allocator) out-of-memory error, by type name or message, without importing torch."""
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def _predict_batch(task: Task, inputs: list[Any]) -> list[Any]:
+    """Predictions for ``inputs``; on out-of-memory, halve the batch and retry, down to one input."""
+    try:
+        predictions = task.predict(inputs)
+    except Exception as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        if len(inputs) == 1:
+            raise MemoryError(f"task {task.name} ran out of memory on a single input ({exc})") from exc
+        half = len(inputs) // 2
+        task.batch_size = max(1, half)  # later batches start at the size that fits
+        log.warning("task %s ran out of memory on %d inputs; retrying in batches of %d", task.name, len(inputs), half)
+        return _predict_batch(task, inputs[:half]) + _predict_batch(task, inputs[half:])
+    if len(predictions) != len(inputs):
+        raise ValueError(f"task {task.name} returned {len(predictions)} predictions for {len(inputs)} inputs")
+    return predictions
+
+
 def _predict_rows(task: Task, sample: Sample, items: list[tuple[Any, dict[str, Any], Any]]) -> list[dict[str, Any]]:
     """Run ``task`` over (rate, row, input) items in batches; a failing batch fails its rows."""
     rows = []
-    for start in range(0, len(items), max(1, task.batch_size)):
-        batch = items[start : start + task.batch_size]
+    start = 0
+    while start < len(items):
+        batch = items[start : start + max(1, task.batch_size)]
+        start += len(batch)
         try:
-            predictions = task.predict([x for _, _, x in batch])
-            if len(predictions) != len(batch):
-                raise ValueError(f"task {task.name} returned {len(predictions)} predictions for {len(batch)} inputs")
+            predictions = _predict_batch(task, [x for _, _, x in batch])
         except Exception as exc:  # noqa: BLE001 - a task failing on one sample fails that sample
             predictions = [None] * len(batch)
             for _, row, _ in batch:

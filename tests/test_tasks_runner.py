@@ -100,3 +100,48 @@ def test_task_through_the_cli_with_a_user_config_folder(tmp_path, photo_folder):
     assert results["bpp@dominant"] == results["bpp"]  # SBAR: the task pays for the whole stream
     assert 0 <= results["dominant/accuracy"][0] <= results["dominant/accuracy"][1] <= 1
     assert "dominant/accuracy" in res.stdout
+
+
+class OutOfMemory(RuntimeError):
+    pass
+
+
+OutOfMemory.__name__ = "OutOfMemoryError"  # what torch.cuda.OutOfMemoryError is called
+
+
+class SmallGPU(DominantChannel):
+    """Runs out of memory on batches larger than ``fits`` (a GPU that is too small)."""
+
+    def __init__(self, fits: int):
+        super().__init__(batch_size=8)
+        self.fits = fits
+        self.batches: list[int] = []
+
+    def predict(self, images):
+        self.batches.append(len(images))
+        if len(images) > self.fits:
+            raise OutOfMemory("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().predict(images)
+
+
+def test_out_of_memory_lowers_the_batch_size(tmp_path, photo_folder):
+    dataset = ImageFolder(photo_folder)
+    method = PillowCodec("jpeg", [10, 30, 50, 70, 90], "JPEG")
+    task = SmallGPU(fits=2)
+    store = RunStore(tmp_path, dataset.name, method.name, "h")
+    logs = TaskLogs(task, store.task_log(task.name, "t"), store.reference_log(task.name, "t"))
+    run_sweep(method, dataset, store, workers=1, progress=False, tasks=[logs])
+    rows = logs.predictions.read()
+    assert len(rows) == 15 and all(r["error"] is None for r in rows)
+    assert 1 <= task.batch_size <= 2 and max(task.batches[-3:]) <= 2  # later batches start small
+
+
+def test_out_of_memory_on_one_input_fails_with_a_message(tmp_path, photo_folder):
+    dataset = ImageFolder(photo_folder)
+    method = PillowCodec("jpeg", [50], "JPEG")
+    task = SmallGPU(fits=0)
+    store = RunStore(tmp_path, dataset.name, method.name, "h")
+    logs = TaskLogs(task, store.task_log(task.name, "t"), store.reference_log(task.name, "t"))
+    run_sweep(method, dataset, store, workers=1, progress=False, tasks=[logs])
+    rows = logs.predictions.read()
+    assert rows and all("ran out of memory on a single input" in r["error"] for r in rows)
