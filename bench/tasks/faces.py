@@ -327,7 +327,26 @@ class DlibFaceDetection(DlibFaceTask):
         return [list(d["bbox"]) for d in prediction or []]
 
 
-class DlibFaceLandmarks(DlibFaceTask):
+class MainFaceTask(DlibFaceTask):
+    """A task that describes the most confident face of each image (``no_face`` when there is none)."""
+
+    no_face: dict[str, Any]
+
+    def describe_face(self, image: np.ndarray, face: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
+        out = []
+        for img in images:
+            img = np.ascontiguousarray(img, dtype=np.uint8)
+            face = self.main_face(img)
+            out.append(
+                dict(self.no_face) if face is None else {"bbox": self.xywh(face), **self.describe_face(img, face)}
+            )
+        return out
+
+
+class DlibFaceLandmarks(MainFaceTask):
     """68-point landmarks (iBUG 300-W layout) of the most confident detected face.
 
     A prediction is ``{"bbox": [x, y, w, h], "points": [[x, y] * 68]}``, or
@@ -346,24 +365,17 @@ class DlibFaceLandmarks(DlibFaceTask):
         super().__init__(name, **kwargs)
         self.missed_nme = float(missed_nme)
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
-        out = []
-        for img in images:
-            img = np.ascontiguousarray(img, dtype=np.uint8)
-            face = self.main_face(img)
-            if face is None:
-                out.append({"bbox": None, "points": []})
-                continue
-            shape = self._model("landmarks68")(img, face)
-            points = [[int(shape.part(i).x), int(shape.part(i).y)] for i in range(shape.num_parts)]
-            out.append({"bbox": self.xywh(face), "points": points})
-        return out
+    no_face = {"bbox": None, "points": []}
+
+    def describe_face(self, image: np.ndarray, face: Any) -> dict[str, Any]:
+        shape = self._model("landmarks68")(image, face)
+        return {"points": [[int(shape.part(i).x), int(shape.part(i).y)] for i in range(shape.num_parts)]}
 
     def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
         return evaluate_landmarks(predictions, references, self.missed_nme)
 
 
-class DlibFaceEmbedding(DlibFaceTask):
+class DlibFaceEmbedding(MainFaceTask):
     """128-d dlib ResNet face embedding of the most confident detected face (aligned with the 5-point predictor).
 
     A prediction is ``{"bbox": [x, y, w, h], "embedding": [128 floats]}``, or
@@ -384,18 +396,12 @@ class DlibFaceEmbedding(DlibFaceTask):
         self.jitter = int(jitter)
         self.threshold_same = float(threshold_same)
 
-    def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
-        out = []
-        for img in images:
-            img = np.ascontiguousarray(img, dtype=np.uint8)
-            face = self.main_face(img)
-            if face is None:
-                out.append({"bbox": None, "embedding": []})
-                continue
-            shape = self._model("landmarks5")(img, face)
-            emb = self._model("recognition").compute_face_descriptor(img, shape, self.jitter)
-            out.append({"bbox": self.xywh(face), "embedding": [round(float(v), 7) for v in emb]})
-        return out
+    no_face = {"bbox": None, "embedding": []}
+
+    def describe_face(self, image: np.ndarray, face: Any) -> dict[str, Any]:
+        shape = self._model("landmarks5")(image, face)
+        emb = self._model("recognition").compute_face_descriptor(image, shape, self.jitter)
+        return {"embedding": [round(float(v), 7) for v in emb]}
 
     def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
         return evaluate_embeddings(predictions, references, self.threshold_same)
