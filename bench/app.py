@@ -12,7 +12,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bench import provenance
+from bench import jobs, provenance
 from bench.datasets.base import DatasetUnavailable, ImageDataset
 from bench.evaluation import evaluate_task
 from bench.methods.base import Method, MethodUnavailable
@@ -21,6 +21,7 @@ from bench.store import RunStore, aggregate, compressai_json, write_outputs
 from bench.tasks.base import Task
 
 log = logging.getLogger("bench")
+jobs.register_resolver()  # the default launcher config sizes n_jobs with it
 
 
 #: bump when a change to the harness changes the numbers rows hold
@@ -82,6 +83,12 @@ class TaskSetup:
     hash: str
 
 
+def task_config_hash(conf: dict[str, Any]) -> str:
+    """Hash of a resolved task config that keys its prediction rows (options that change only speed left out)."""
+    hashed = {k: v for k, v in conf.items() if k not in ("batch_size", "device", "threads")}
+    return provenance.config_hash({"task": hashed, "version": MEASUREMENT_VERSION})
+
+
 def build_tasks(cfg: DictConfig) -> list[TaskSetup]:
     """The run's machine tasks (``task=<name>``), each checked to be runnable here."""
     setups = []
@@ -91,8 +98,7 @@ def build_tasks(cfg: DictConfig) -> list[TaskSetup]:
         if why:
             raise UserError(f"task {task.name!r} cannot run here: {why}")
         conf = OmegaConf.to_container(cfg.task, resolve=True)
-        hashed = {k: v for k, v in conf.items() if k not in ("batch_size", "device", "threads")}  # speed only
-        setups.append(TaskSetup(task, conf, provenance.config_hash({"task": hashed, "version": MEASUREMENT_VERSION})))
+        setups.append(TaskSetup(task, conf, task_config_hash(conf)))
     return setups
 
 

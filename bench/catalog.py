@@ -55,9 +55,9 @@ def catalog(data_root: str | None = None) -> dict[str, list[dict[str, str]]]:
             family, ok, note = _status_of_method(compose("config", overrides=[*overrides, f"method={name}"]))
             out["methods"].append({"name": name, "family": family, "usable": ok, "note": note})
         for name in config_names("dataset"):
-            if name == "folder":
+            if name in ("folder", "video-folder"):
                 out["datasets"].append(
-                    {"name": name, "usable": "yes", "note": "any folder: dataset=folder dataset.root=DIR"}
+                    {"name": name, "usable": "yes", "note": f"any folder: dataset={name} dataset.root=DIR"}
                 )
                 continue
             ok, note = _status_of_dataset(compose("config", overrides=[*overrides, f"dataset={name}"]))

@@ -19,6 +19,9 @@ commands:
   report              RD table and plot from a results folder
   leaderboard         static HTML + markdown leaderboard (BD-rate ranking) from results folders
   check               drift gate: re-run the pinned smoke sweep and compare with a golden record
+  train [overrides]   train a human-machine method's recipe for one rate point (Hydra; resumable)
+                      e.g. python -m bench train method=eac dataset=coco task=detection rate=3
+  train-codec [k=v]   train a CompressAI codec for one rate point (resumable); `train-codec export` ships it
 
 python -m bench <command> --help for details.
 """
@@ -78,6 +81,20 @@ def _cmd_check(argv: list[str]) -> int:
     return check_main(argv)
 
 
+def _cmd_train(argv: list[str]) -> int:
+    from bench.training import hydra_train
+
+    sys.argv = [f"{sys.argv[0]} train", *argv]
+    hydra_train()
+    return 0
+
+
+def _cmd_train_codec(argv: list[str]) -> int:
+    from bench.train_codec import main as train_codec_main
+
+    return train_codec_main(argv)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "list": _cmd_list,
@@ -85,6 +102,8 @@ COMMANDS = {
     "report": _cmd_report,
     "leaderboard": _cmd_leaderboard,
     "check": _cmd_check,
+    "train": _cmd_train,
+    "train-codec": _cmd_train_codec,
 }
 
 

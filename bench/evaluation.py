@@ -24,13 +24,27 @@ def _ok(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["error"].isna()] if "error" in table else table
 
 
+def count_totals(rows: pd.DataFrame, counters: tuple[str, ...]) -> dict[str, int]:
+    """Each of the task's ``counters`` summed over the rows' ``counts`` (0 where a row has none)."""
+    totals = dict.fromkeys(counters, 0)
+    if rows.empty or "counts" not in rows:
+        return totals
+    for counts in rows["counts"]:
+        if isinstance(counts, dict):
+            for name in counters:
+                totals[name] += int(counts.get(name, 0))
+    return totals
+
+
 def evaluate_task(
     logs: TaskLogs, dataset: ImageDataset, samples: list[Sample], rates: list[Any]
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-rate table (``bpp@<task>``, ``<task>/<metric>``, ``<task>/<headline>/<class>``, counts) and meta.
 
     Metrics at a rate point are computed over the samples with a prediction
-    there; ``<task>/n`` says how many, so a partial evaluation is visible.
+    there; ``<task>/n`` says how many, so a partial evaluation is visible, and
+    ``<task>/<counter>`` sums the task's per-image counters (e.g. detections
+    dropped for a NaN box: ``<task>/dropped_nonfinite``).
     """
     task = logs.task
     wanted = {s.id for s in samples}
@@ -57,6 +71,7 @@ def evaluate_task(
         preds = dict(sorted((r["sample"], r["prediction"]) for _, r in at_rate.iterrows() if r["sample"] in references))
         entry: dict[str, Any] = {"rate": rate, f"{task.name}/n": len(preds)}
         entry[f"bpp@{task.name}"] = exact_mean(at_rate["bpp"]) if len(at_rate) else math.nan
+        entry.update({f"{task.name}/{k}": v for k, v in count_totals(at_rate, task.counters).items()})
         if preds:
             refs = {sid: references[sid] for sid in preds}
             scores = task.evaluate(preds, refs)
@@ -76,7 +91,13 @@ def evaluate_task(
         "headline": f"{task.name}/{task.metrics[0]}",
         "versions": task.versions(),
         "failures": 0 if rows.empty else int(len(rows) - len(ok)),
+        "counters": list(task.counters),
     }
+    if task.counters:
+        on_wanted = (
+            reference_rows[reference_rows["sample"].isin(wanted)] if not reference_rows.empty else reference_rows
+        )
+        meta["uncompressed_counts"] = count_totals(on_wanted, task.counters)
     if protocol == GROUND_TRUTH and uncompressed:
         refs = {sid: references[sid] for sid in uncompressed if sid in references}
         meta["uncompressed"] = task.evaluate({sid: uncompressed[sid] for sid in refs}, refs)

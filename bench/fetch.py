@@ -111,10 +111,17 @@ def _fetch_coco(root: Path) -> Path:
     return fetch_coco(root)
 
 
+def _fetch_ucf101(root: Path) -> Path:
+    from bench.datasets.ucf101 import fetch_ucf101
+
+    return fetch_ucf101(root)
+
+
 FETCHERS: dict[str, Callable[[Path], Path]] = {
     "kodak": fetch_kodak,
     "coco": _fetch_coco,
     "cityscapes": _fetch_cityscapes,
+    "ucf101": _fetch_ucf101,
 }
 
 
@@ -149,7 +156,7 @@ def fetchable() -> list[str]:
     return sorted(FETCHERS) + [m for m in config_names("method") if m.startswith(LEARNED_PREFIXES)]
 
 
-LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020")
+LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020", "ssf2020")
 
 
 def fetch(name: str, root: str | os.PathLike | None = None) -> Path:

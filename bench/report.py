@@ -17,6 +17,8 @@ Conventions of a results JSON (the runner writes them; see ``bench.store.compres
   on the rate axis of ``<task>``. The report adds a per-class BD-rate table against the anchor's curve of that class.
   The joint views of the leaderboard use each task's headline metric (``meta.tasks[task].headline``) when given.
 * ``null`` values (NaN in the store) are kept as NaN: they are left out of plots and make BD say which points.
+* **Task counters** (``meta.tasks[task].counters``, e.g. ``<task>/dropped_nonfinite``: detections dropped for a
+  NaN/inf box or score) are counts per rate point, not quality axes: non-zero ones are listed under "Task counts".
 
 What it writes to ``--out``: ``report.md`` (BD tables, plots, provenance), ``bd.csv`` (one row per dataset, metric,
 quantity and method, with the reason when a BD figure could not be computed), ``per-class-bd.csv`` when there are
@@ -87,6 +89,10 @@ class Entry:
     curve_errors: dict[str, str] = field(default_factory=dict)
     per_class: dict[str, dict[str, RDCurve]] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
+    #: task counters per rate point (``<task>/<counter>`` -> values), e.g. detections dropped as non-finite
+    counts: dict[str, list[Any]] = field(default_factory=dict)
+    #: ``results["rate"]``: the method's own rate-point labels (quality 10, QP 37, ...)
+    rate_labels: list[Any] = field(default_factory=list)
 
     def has(self, metric: str) -> bool:
         return metric in self.curves or metric in self.curve_errors
@@ -130,6 +136,18 @@ def _curve(name: str, path: Path, results: dict[str, Any], rate_key: str, values
         raise ValueError(f"{path}: {exc}") from None
 
 
+def counter_keys(results: dict[str, Any], meta: dict[str, Any]) -> set[str]:
+    """The ``results`` keys that are task counters (``meta.tasks[task].counters``; ``*/dropped_nonfinite`` always)."""
+    tasks = meta.get("tasks") if isinstance(meta.get("tasks"), dict) else {}
+    keys = {
+        f"{task}/{counter}"
+        for task, info in tasks.items()
+        if isinstance(info, dict) and isinstance(info.get("counters"), list)
+        for counter in info["counters"]
+    }
+    return (keys | {k for k in results if k.endswith("/dropped_nonfinite")}) & set(results)
+
+
 def parse_document(doc: Any, path: Path, dataset: str, *, reference: bool = False, name: str | None = None) -> Entry:
     """Curves of one results JSON; a file-level problem raises :class:`ResultsError`, a curve's one is recorded."""
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), dict):
@@ -157,8 +175,13 @@ def parse_document(doc: Any, path: Path, dataset: str, *, reference: bool = Fals
         entry.curve_errors["per_class"] = f"{path}: results.per_class must map metric -> {{class: [values]}}"
     elif nested:
         per_class.update({str(m): dict(v) for m, v in nested.items()})
+    counters = counter_keys(results, meta)
+    entry.rate_labels = list(results["rate"]) if isinstance(results.get("rate"), list) else []
     for key in list(results):
         if key in _NOT_QUALITY or key.startswith("bpp") or key.endswith("_time") or key.endswith("/n"):
+            continue
+        if key in counters:
+            entry.counts[key] = list(results[key]) if isinstance(results[key], list) else [results[key]]
             continue
         values = results[key]
         if key.count("/") >= 2:  # <task>/<metric>/<class>
@@ -504,6 +527,8 @@ class DatasetAnalysis:
     class_cells: list[BDCell]
     plots: dict[str, dict[str, Path]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: one line per non-zero task counter (e.g. detections dropped for a NaN box), per method
+    counts: list[str] = field(default_factory=list)
 
     def cell(self, method: str, metric: str, quantity: str = "bd-rate") -> BDCell | None:
         return next(
@@ -541,7 +566,21 @@ def analyse(
             for key, err in e.curve_errors.items():
                 if key.startswith("per_class"):
                     analysis.notes.append(err)
+            analysis.counts += count_lines(e)
         out.append(analysis)
+    return out
+
+
+def count_lines(entry: Entry) -> list[str]:
+    """``<method>: <task>/<counter> = total (per rate point: ...)`` for each counter that is not all zero."""
+    out = []
+    for key, values in entry.counts.items():
+        numbers = [0 if v is None or v != v else v for v in values]  # NaN: nothing counted there
+        if not any(numbers):
+            continue
+        labels = entry.rate_labels if len(entry.rate_labels) == len(numbers) else range(1, len(numbers) + 1)
+        points = ", ".join(f"{r}: {v:g}" for r, v in zip(labels, numbers))
+        out.append(f"{entry.name}: {key} = {sum(numbers):g} (per rate point: {points})")
     return out
 
 
@@ -857,6 +896,8 @@ def report_markdown(
                 links = [f"![{a.dataset} {kind} {metric}]({os.path.relpath(p, out)})" for kind, p in plots.items()]
                 lines.append(" ".join(links))
         lines += ["", "### Provenance", "", provenance_markdown(a.entries, out)]
+        if a.counts:
+            lines += ["", "### Task counts", ""] + [f"- {_md_escape(n)}" for n in a.counts]
         if a.notes:
             lines += ["", "### Notes", ""] + [f"- {_md_escape(n)}" for n in a.notes]
     if notes.items:
@@ -926,6 +967,8 @@ def main(argv: list[str]) -> int:
             cols = [c for c in ("method", "bpp", *a.metrics) if c in table]
             own = table[~table["reference"]][cols]
             print(f"== {a.dataset} ==\n" + own.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        for line in a.counts:
+            print(f"count: {a.dataset}: {line}")
         write_plots(a, folder)
         for _metric, plots in a.plots.items():
             for p in plots.values():

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from bench import metrics as M
+from bench import video_metrics as VM
 from bench.datasets.base import ImageDataset, Sample
-from bench.methods.base import HUMAN, Bitstream, Method
+from bench.methods.base import HUMAN, Bitstream, HeadPrediction, Method
 from bench.store import RowLog, RunStore
 from bench.tasks.base import Task
 
@@ -41,6 +42,7 @@ UNCOMPRESSED = "uncompressed"
 METRICS: dict[str, Callable[[np.ndarray], Callable[[np.ndarray], float]]] = {
     "psnr-rgb": lambda original: lambda decoded: M.psnr(decoded, original),
     "ms-ssim-rgb": M.MSSSIM,
+    "psnr-yuv420": VM.PSNRYUV420,  # (6 Y + U + V) / 8, BT.601 4:2:0; every video clip gets it
 }
 
 
@@ -144,10 +146,11 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
 
 
-def _predict_batch(task: Task, inputs: list[Any]) -> list[Any]:
-    """Predictions for ``inputs``; on out-of-memory, halve the batch and retry, down to one input."""
+def _predict_batch(task: Task, inputs: list[Any]) -> tuple[list[Any], list[dict[str, int]]]:
+    """Predictions for ``inputs`` and the task's per-input counts; on out-of-memory, halve the batch and retry,
+    down to one input."""
     try:
-        predictions = task.predict(inputs)
+        predictions, counts = task.predict_with_counts(inputs)
     except Exception as exc:
         if not _is_out_of_memory(exc):
             raise
@@ -156,27 +159,40 @@ def _predict_batch(task: Task, inputs: list[Any]) -> list[Any]:
         half = len(inputs) // 2
         task.batch_size = max(1, half)  # later batches start at the size that fits
         log.warning("task %s ran out of memory on %d inputs; retrying in batches of %d", task.name, len(inputs), half)
-        return _predict_batch(task, inputs[:half]) + _predict_batch(task, inputs[half:])
+        first, first_counts = _predict_batch(task, inputs[:half])
+        rest, rest_counts = _predict_batch(task, inputs[half:])
+        return first + rest, first_counts + rest_counts
     if len(predictions) != len(inputs):
         raise ValueError(f"task {task.name} returned {len(predictions)} predictions for {len(inputs)} inputs")
-    return predictions
+    return predictions, counts
 
 
 def _predict_rows(task: Task, sample: Sample, items: list[tuple[Any, dict[str, Any], Any]]) -> list[dict[str, Any]]:
-    """Run ``task`` over (rate, row, input) items in batches; a failing batch fails its rows."""
+    """Run ``task`` over (rate, row, input) items in batches; a failing batch fails its rows.
+
+    An input that is a :class:`HeadPrediction` (the method predicted itself) is
+    recorded as the prediction as it is; the task network never sees it.
+    """
     rows = []
+    for _, row, x in items:
+        if isinstance(x, HeadPrediction):
+            row["prediction"] = x.value
+            rows.append(row)
+    items = [item for item in items if not isinstance(item[2], HeadPrediction)]
     start = 0
     while start < len(items):
         batch = items[start : start + max(1, task.batch_size)]
         start += len(batch)
         try:
-            predictions = _predict_batch(task, [x for _, _, x in batch])
+            predictions, counts = _predict_batch(task, [x for _, _, x in batch])
         except Exception as exc:  # noqa: BLE001 - a task failing on one sample fails that sample
-            predictions = [None] * len(batch)
+            predictions, counts = [None] * len(batch), [{}] * len(batch)
             for _, row, _ in batch:
                 row["error"] = _error_text(exc)
-        for (_, row, _), prediction in zip(batch, predictions):
+        for (_, row, _), prediction, count in zip(batch, predictions, counts):
             row["prediction"] = prediction
+            if count:
+                row["counts"] = count
             rows.append(row)
     return rows
 
@@ -231,7 +247,7 @@ def measure_sample(
         for job in task_jobs:
             result.tasks[job.task.name] = [{"sample": sample.id, "rate": r, "error": error} for r in job.rates]
         return result
-    height, width = image.shape[:2]
+    height, width = image.shape[-3:-1]  # an image is H x W x 3, a video clip T x H x W x 3
     image_digest = cache.image_digest(image) if cache is not None else ""
     for job in task_jobs:
         if job.need_reference:
@@ -241,9 +257,10 @@ def measure_sample(
     scorers: dict[str, Callable[[np.ndarray], float]] = {}
     unscorable: dict[str, str] = {}
     if human_rates:
-        for name in metrics:
+        table, names = (VM.CLIP_METRICS, VM.clip_metric_names(metrics)) if image.ndim == 4 else (METRICS, metrics)
+        for name in names:
             try:
-                scorers[name] = METRICS[name](image)
+                scorers[name] = table[name](image)
             except ValueError as exc:  # e.g. MS-SSIM of an image under 161 px
                 unscorable[name] = f"{name}: {exc}"
     pending: dict[str, list[tuple[Any, dict[str, Any], Any]]] = {job.task.name: [] for job in task_jobs}
@@ -274,7 +291,7 @@ def measure_sample(
             row["bytes_by_stream"] = {name: len(data) for name, data in written.streams.items()}
             try:
                 reconstruction, row["bytes"], row["decoding_time"] = decoder.for_target(HUMAN)
-                row["bpp"] = M.bits_per_pixel(row["bytes"], height, width)
+                row.update(VM.rate_columns(row["bytes"], image))  # clips: over frames x pixels, and kbps
                 if reconstruction.shape != image.shape or reconstruction.dtype != np.uint8:
                     raise ValueError(
                         f"decoder returned {reconstruction.shape} {reconstruction.dtype}, expected {image.shape} uint8"
@@ -292,7 +309,7 @@ def measure_sample(
             row = dict(base)
             try:
                 task_input, row["bytes"], row["decoding_time"] = decoder.for_target(job.task.name)
-                row["bpp"] = M.bits_per_pixel(row["bytes"], height, width)
+                row.update(VM.rate_columns(row["bytes"], image))
                 pending[job.task.name].append((rate, row, task_input))
             except Exception as exc:  # noqa: BLE001
                 row["error"] = _error_text(exc)

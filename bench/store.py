@@ -29,6 +29,8 @@ import pandas as pd
 
 #: per-sample columns averaged into the aggregate, in CompressAI's key names
 AVERAGED = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
+#: averaged too when the rows have them (video clips: rate per second, 4:2:0 PSNR; frames per clip)
+AVERAGED_IF_PRESENT = ("kbps", "psnr-yuv420", "frames")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -177,7 +179,7 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
         at_rate = samples[samples["rate"].astype(str) == str(rate)]
         good = ok[ok["rate"].astype(str) == str(rate)]
         row: dict[str, Any] = {"rate": rate, "n": len(good), "n_failed": len(at_rate) - len(good)}
-        for col in AVERAGED:
+        for col in (*AVERAGED, *(c for c in AVERAGED_IF_PRESENT if c in samples)):
             row[col] = exact_mean(good[col]) if col in good and len(good) else math.nan
         out.append(row)
     return pd.DataFrame(out)
@@ -190,7 +192,8 @@ def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict
     each task's ``bpp@<task>`` and ``<task>/<metric>`` (``<task>/n`` counts
     the samples behind each figure).
     """
-    results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in AVERAGED if col in table}
+    present = [col for col in (*AVERAGED, *AVERAGED_IF_PRESENT) if col in table]
+    results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in present}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
     for col in table.columns:
         if "/" in col or col.startswith("bpp@"):

@@ -12,9 +12,12 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bench.methods.families import StreamContract
 
 HUMAN = "human"
 
@@ -55,6 +58,20 @@ class Bitstream:
         return self.num_bytes(names) * 8.0 / (self.height * self.width)
 
 
+@dataclass(frozen=True)
+class HeadPrediction:
+    """A task's prediction made inside the method (a head on the latent or on decoded features).
+
+    ``decode(bitstream, target)`` returns one for a machine target when the
+    method runs the task itself; the runner then records ``value`` as the
+    prediction without calling the task network. ``value`` is in the task's
+    own JSON prediction format (what ``Task.predict`` returns for one image),
+    so the task's evaluator scores it like any other.
+    """
+
+    value: Any
+
+
 class MethodUnavailable(RuntimeError):
     """A method cannot run on this machine (missing package, binary or weights)."""
 
@@ -90,9 +107,22 @@ class Method(abc.ABC):
         self.options = options
 
     # --- the family contract -------------------------------------------------
+    def contract(self) -> StreamContract:
+        """What each target is sent (``bench.methods.families``); SBAR and SBMD: the whole stream.
+
+        MBHD and MBID methods override it with their layers / streams per target.
+        """
+        from bench.methods.families import WholeStream
+
+        if self.family in (Family.SBAR, Family.SBMD):
+            return WholeStream(self.family)
+        raise NotImplementedError(f"{type(self).__name__} is {self.family.value}: it must declare its contract()")
+
     def streams_for(self, target: str, bitstream: Bitstream) -> list[str]:
-        """Streams ``target`` must receive; SBAR and SBMD: the whole stream."""
-        return list(bitstream.streams)
+        """Streams ``target`` must receive (and is charged for), as the family contract says."""
+        from bench.methods.families import charged_streams
+
+        return charged_streams(self, target, bitstream)
 
     def bits_for(self, target: str, bitstream: Bitstream) -> int:
         return 8 * bitstream.num_bytes(self.streams_for(target, bitstream))
@@ -103,8 +133,12 @@ class Method(abc.ABC):
         """Encode an ``H x W x 3`` uint8 RGB image at one rate point."""
 
     @abc.abstractmethod
-    def decode(self, bitstream: Bitstream, target: str = HUMAN) -> np.ndarray:
-        """Decode what ``target`` receives; for ``human`` an RGB uint8 image."""
+    def decode(self, bitstream: Bitstream, target: str = HUMAN) -> np.ndarray | HeadPrediction | Any:
+        """Decode what ``target`` receives; for ``human`` an RGB uint8 image.
+
+        For a machine task: an RGB uint8 image the task network runs on, or a
+        :class:`HeadPrediction` when the method predicts itself.
+        """
 
     def unavailable_reason(self) -> str | None:
         """Why this method cannot run here, or None when it can."""

@@ -384,10 +384,18 @@ class CompressAICodec(Method):
     def fetch_weights(self) -> list[Path]:
         """Download the zoo weights of every configured quality into the torch hub cache.
 
-        ``torch.hub`` checks each file against the hash prefix in its name.
+        ``torch.hub`` checks each file against the hash prefix in its name. With a ``release_url`` option
+        (the project's own trained weights), the released files go into ``checkpoints``, checked against
+        the SHA-256 in their sidecars.
         """
         import torch.hub
 
+        if isinstance(self.checkpoints, Path) and "release_url" in self.options:  # our own trained weights
+            from bench.codec_weights import fetch_release
+
+            pattern = self.checkpoint_pattern or "{arch}-{metric}-q{quality}.pth"
+            pattern = pattern.replace("{arch}", self.arch).replace("{metric}", self.metric)
+            return fetch_release(self.checkpoints, self.options["release_url"], list(self.rates), pattern)
         files = []
         for q in self.rates:
             target = self.zoo_cache_file(q)
@@ -465,11 +473,18 @@ class CompressAICodec(Method):
         from compressai.zoo import load_state_dict as rename_legacy_keys
         from compressai.zoo.image import model_architectures
 
+        from bench.codec_weights import ChecksumError, to_float32, verify_checksum
+
         if not path.is_file():
             raise MethodUnavailable(f"{self._label(quality)}: checkpoint file not found: {path}")
         try:
+            verify_checksum(path)  # when a sidecar (name.json with its sha256) is beside the file
+        except ChecksumError as exc:
+            raise MethodUnavailable(f"{self._label(quality)}: {exc}") from exc
+        try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-            state = rename_legacy_keys(dict(_state_dict_of(obj)))
+            # fp16 exports (bench train-codec export) run in float32; integer CDF tables stay as they are
+            state = to_float32(rename_legacy_keys(dict(_state_dict_of(obj))))
         except Exception as exc:  # unreadable, not a torch file, pickled code (weights_only refuses it)
             raise MethodUnavailable(
                 f"{self._label(quality)}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}"

@@ -14,6 +14,7 @@ from task_fixtures import DominantChannel
 from test_cli import bench
 from test_tasks_runner import CountingJPEG
 
+from bench import jobs
 from bench.datasets.folder import ImageFolder
 from bench.runner import BitstreamCache, TaskLogs, run_sweep
 from bench.store import RunStore
@@ -158,3 +159,57 @@ def test_cache_dir_through_the_cli(tmp_path, photo_folder):
     a = json.loads((tmp_path / "a" / "folder-images" / "jpeg.json").read_text())["results"]
     b = json.loads((tmp_path / "b" / "folder-images" / "jpeg.json").read_text())["results"]
     assert {k: a[k] for k in KEYS} == {k: b[k] for k in KEYS}
+
+
+def _composed(*overrides: str):
+    """The run config as Hydra composes it for `python -m bench run`, hydra node included."""
+    from hydra import compose, initialize_config_module
+
+    jobs.register_resolver()  # as importing bench.app does
+    with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_default_launcher_runs_as_many_jobs_as_fit_the_cores(tmp_path):
+    import joblib
+    from omegaconf.errors import InterpolationResolutionError
+
+    shown = bench("run", "--cfg", "hydra", "-p", "hydra.launcher", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "_target_: hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher" in shown.stdout
+    assert "n_jobs: ${bench.parallel_jobs:${workers}}" in shown.stdout
+    assert "deprecated" not in shown.stderr  # extends the plugin's schema, no automatic schema matching
+
+    cores = joblib.cpu_count()  # what joblib's own default, n_jobs=-1, would start
+    assert _composed("workers=1").hydra.launcher.n_jobs == cores
+    assert _composed("workers=2").hydra.launcher.n_jobs == max(1, cores // 2)
+    assert _composed(f"workers={cores + 1}").hydra.launcher.n_jobs == 1
+    assert _composed("hydra.launcher.n_jobs=3").hydra.launcher.n_jobs == 3
+    with pytest.raises(InterpolationResolutionError, match="workers must be at least 1, got 0"):
+        _ = _composed("workers=0").hydra.launcher.n_jobs
+
+
+def test_a_multirun_starts_that_many_joblib_jobs(tmp_path):
+    import joblib
+
+    res = bench(
+        "run",
+        "-m",
+        "method=jpeg,webp",
+        "limit=1",
+        "method.rates=[50]",
+        "workers=1",
+        f"results_dir={tmp_path / 'out'}",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"Joblib.Parallel(n_jobs={joblib.cpu_count()}," in res.stdout + res.stderr
+    assert all((tmp_path / "out" / "samples" / f"{m}.json").is_file() for m in ("jpeg", "webp"))
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "submitit_slurm"])
+def test_cluster_launchers_replace_the_default_whole(launcher):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    conf = _composed(f"hydra/launcher={launcher}").hydra.launcher
+    assert conf._target_.startswith("hydra_plugins.hydra_submitit_launcher.") and "n_jobs" not in conf

@@ -47,6 +47,9 @@ class Task(abc.ABC):
     metrics: ClassVar[tuple[str, ...]]
     #: whether the network runs in torch (the runner then keeps it in one process)
     uses_torch: ClassVar[bool] = False
+    #: per-image counts the task reports beside its predictions (e.g. detections dropped for a NaN box);
+    #: stored in each row's ``counts`` and summed per rate point as ``<task>/<counter>``
+    counters: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, name: str, batch_size: int = 8, **options: Any):
         self.name = name
@@ -56,6 +59,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
         """One JSON-serialisable prediction per H x W x 3 uint8 RGB image, in input coordinates."""
+
+    def predict_with_counts(self, images: Sequence[np.ndarray]) -> tuple[list[Any], list[dict[str, int]]]:
+        """``predict`` and, per image, the task's ``counters`` (what the runner calls)."""
+        return self.predict(images), [{} for _ in images]
 
     @abc.abstractmethod
     def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:

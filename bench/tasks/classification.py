@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from bench.tasks.base import Task, TaskUnavailable
+from bench.tasks.precision import autocast
 from bench.tasks.segmentation import (
     CORAL_TEST_DATA,
     INTERPOLATION,
@@ -248,6 +249,7 @@ class TorchvisionClassifier(TorchvisionNetwork, ClassificationTask):
         num_classes: int = 1000,
         device: str = "auto",
         batch_size: int = 8,
+        autocast: bool = False,
         **options: Any,
     ):
         super().__init__(name, num_classes, batch_size=batch_size, **options)
@@ -255,6 +257,8 @@ class TorchvisionClassifier(TorchvisionNetwork, ClassificationTask):
         self.weights = torchvision_weights(model, weights)
         self.checkpoint = checkpoint
         self.device_name = device
+        #: run the network under torch.autocast (bf16 on CPU, fp16 on CUDA; see bench.tasks.precision)
+        self.autocast = bool(autocast)
         preset = self.weights.transforms() if self.weights is not None else None
         self.resize_size = int(preset.resize_size[0]) if preset is not None else 256
         self.crop_size = int(preset.crop_size[0]) if preset is not None else 224
@@ -276,6 +280,8 @@ class TorchvisionClassifier(TorchvisionNetwork, ClassificationTask):
         with torch.no_grad():  # not inference_mode: a network built here must stay trainable
             for img in images:  # sizes differ: one at a time
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].to(self.device)
-                probs = self.logits(x.float() / 255.0).softmax(1)[0].cpu().numpy()
+                with autocast(self.device, self.autocast):
+                    logits = self.logits(x.float() / 255.0)
+                probs = logits.float().softmax(1)[0].cpu().numpy()
                 preds.append(class_prediction(probs))
         return preds

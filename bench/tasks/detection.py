@@ -40,6 +40,7 @@ import numpy as np
 from bench.datasets.coco import COCO80, DETECTION, INSTANCE_SEGMENTATION, LABEL_SPACE
 from bench.tasks import coco_eval
 from bench.tasks.base import Task, TaskUnavailable
+from bench.tasks.precision import autocast
 
 if TYPE_CHECKING:
     import torch
@@ -67,6 +68,8 @@ class CocoDetectionTask(Task):
     label_space: ClassVar[str] = LABEL_SPACE
     #: IoU types evaluated, the first giving the plain metric names
     iou_types: ClassVar[tuple[str, ...]] = (coco_eval.BBOX,)
+    #: detections with a NaN/inf box or score are dropped before NMS and counted per image
+    counters: ClassVar[tuple[str, ...]] = ("dropped_nonfinite",)
 
     def __init__(self, name: str, batch_size: int = 1, reference_score_threshold: float = 0.5, **options: Any):
         super().__init__(name, batch_size=batch_size, **options)
@@ -74,6 +77,8 @@ class CocoDetectionTask(Task):
         self.reference_score_threshold = float(reference_score_threshold)
         #: detections dropped because the network gave a NaN/inf box or score (counted, logged)
         self.dropped_nonfinite = 0
+        #: per-image drop counts of the ``predict`` call in progress (see ``predict_with_counts``)
+        self._dropped_per_image: list[int] | None = None
 
     def categories(self) -> list[tuple[int, str]]:
         """(COCO category id, name) of every class the network predicts."""
@@ -94,7 +99,26 @@ class CocoDetectionTask(Task):
     def reference_from_prediction(self, prediction: Any) -> Any:
         return coco_eval.reference_from_prediction(prediction, self.reference_score_threshold)
 
+    def predict_with_counts(self, images: Sequence[np.ndarray]) -> tuple[list[Any], list[dict[str, int]]]:
+        """Predictions and, per image, how many detections were dropped for a non-finite box or score.
+
+        Every detector calls ``_count_nonfinite`` once per image, in input order.
+        """
+        self._dropped_per_image = []
+        try:
+            predictions = self.predict(images)
+            dropped = self._dropped_per_image
+        finally:
+            self._dropped_per_image = None
+        if len(dropped) != len(predictions):
+            raise RuntimeError(
+                f"task {self.name!r} counted non-finite detections for {len(dropped)} of {len(images)} images"
+            )
+        return predictions, [{"dropped_nonfinite": n} for n in dropped]
+
     def _count_nonfinite(self, n: int) -> None:
+        if self._dropped_per_image is not None:
+            self._dropped_per_image.append(int(n))
         if n:
             self.dropped_nonfinite += n
             log.warning("%s: dropped %d detections with a non-finite box or score", self.name, n)
@@ -557,9 +581,12 @@ class TorchvisionDetector(CocoDetectionTask):
         description: str = "",
         batch_size: int = 2,
         reference_score_threshold: float = 0.5,
+        autocast: bool = False,
     ):
         super().__init__(name, batch_size=batch_size, reference_score_threshold=reference_score_threshold)
         self.model = model or self.default_model
+        #: run the network under torch.autocast (bf16 on CPU, fp16 on CUDA; see bench.tasks.precision)
+        self.autocast = bool(autocast)
         self.weights = weights
         self.device = device
         self.score_threshold = float(score_threshold)
@@ -706,7 +733,7 @@ class TorchvisionDetector(CocoDetectionTask):
         was_training = net.training
         net.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device, self.autocast):
                 return net([self._to_tensor(img).to(device) for img in images])
         finally:
             net.train(was_training)

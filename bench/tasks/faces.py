@@ -103,20 +103,28 @@ def evaluate_detections(
     return {"AP50": ap, "recall50": float(cum_tp[-1] / n_ref) if len(scored) else 0.0}
 
 
-def landmark_nme(points: Sequence[Sequence[float]], reference: Sequence[Sequence[float]]) -> float:
-    """Mean point-to-point distance normalised by the reference's inter-ocular distance (points 36 and 45)."""
+def landmark_nme(
+    points: Sequence[Sequence[float]],
+    reference: Sequence[Sequence[float]],
+    eye_corners: tuple[int, int] = OUTER_EYE_CORNERS,
+) -> float:
+    """Mean point-to-point distance normalised by the reference's inter-ocular distance (the outer eye corners:
+    points 36 and 45 of the 68-point layout by default)."""
     p = np.asarray(points, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
     if p.shape != r.shape:
         raise ValueError(f"landmark shapes differ: {p.shape} vs {r.shape}")
-    iod = float(np.linalg.norm(r[OUTER_EYE_CORNERS[0]] - r[OUTER_EYE_CORNERS[1]]))
+    iod = float(np.linalg.norm(r[eye_corners[0]] - r[eye_corners[1]]))
     if iod <= 0:
         raise ValueError("reference inter-ocular distance is 0")
     return float(np.mean(np.linalg.norm(p - r, axis=1)) / iod)
 
 
 def evaluate_landmarks(
-    predictions: Mapping[str, Any], references: Mapping[str, Any], missed_nme: float = NME_MISSED
+    predictions: Mapping[str, Any],
+    references: Mapping[str, Any],
+    missed_nme: float = NME_MISSED,
+    eye_corners: tuple[int, int] = OUTER_EYE_CORNERS,
 ) -> dict[str, float]:
     """Mean NME over images whose reference has a face (lower is better).
 
@@ -138,7 +146,7 @@ def evaluate_landmarks(
             missed += 1
             errors.append(missed_nme)
         else:
-            errors.append(min(landmark_nme(pts, ref), missed_nme))
+            errors.append(min(landmark_nme(pts, ref, eye_corners), missed_nme))
     nme = float(np.mean(errors)) if errors else math.nan
     return {"NME": nme, "no_reference_face": float(skipped), "missed": float(missed)}
 

@@ -43,6 +43,7 @@ from bench.tasks.masks import (
     label_prediction,
     read_label_file,
 )
+from bench.tasks.precision import autocast
 
 SEGMENTATION_METRICS = ("mIoU", "pixel_acc")
 
@@ -642,6 +643,7 @@ class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
         resize: int | None = 520,
         device: str = "auto",
         batch_size: int = 1,
+        autocast: bool = False,
         **options: Any,
     ):
         self.arch = model
@@ -654,6 +656,8 @@ class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
         super().__init__(name, num_classes or 21, label_space, class_names, batch_size=batch_size, **options)
         self.resize = resize
         self.device_name = device
+        #: run the network under torch.autocast (bf16 on CPU, fp16 on CUDA; see bench.tasks.precision)
+        self.autocast = bool(autocast)
         self._network = None
 
     def logits(self, x: Any) -> Any:
@@ -675,7 +679,9 @@ class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
         with torch.no_grad():  # not inference_mode: a network built here must stay trainable
             for img in images:
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].to(self.device)
-                labels = self.logits(x.float() / 255.0).argmax(1)[0].to(torch.uint8).cpu().numpy()
+                with autocast(self.device, self.autocast):
+                    logits = self.logits(x.float() / 255.0)
+                labels = logits.float().argmax(1)[0].to(torch.uint8).cpu().numpy()
                 preds.append(label_prediction(labels))
         return preds
 
@@ -854,6 +860,7 @@ class ESPNetSegmenter(SegmentationTask):
         class_names: Sequence[str] | None = None,
         device: str = "auto",
         batch_size: int = 1,
+        autocast: bool = False,
         **options: Any,
     ):
         super().__init__(name, 19, label_space, class_names, batch_size=batch_size, **options)
@@ -861,6 +868,8 @@ class ESPNetSegmenter(SegmentationTask):
         self.p, self.q = p, q
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.device_name = device
+        #: run the network under torch.autocast (bf16 on CPU, fp16 on CUDA; see bench.tasks.precision)
+        self.autocast = bool(autocast)
         self._network = None
 
     def unavailable_reason(self) -> str | None:
@@ -916,7 +925,9 @@ class ESPNetSegmenter(SegmentationTask):
         with torch.no_grad():  # not inference_mode: a network built here must stay trainable
             for img in images:
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float().to(self.device)
-                labels = self.logits(x).argmax(1)[0].to(torch.uint8).cpu().numpy()
+                with autocast(self.device, self.autocast):
+                    logits = self.logits(x)
+                labels = logits.float().argmax(1)[0].to(torch.uint8).cpu().numpy()
                 labels[labels >= self.num_classes] = IGNORE_INDEX
                 preds.append(label_prediction(resize_labels(labels, img.shape[0], img.shape[1])))
         return preds

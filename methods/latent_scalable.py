@@ -1,0 +1,432 @@
+"""Latent-space scalability (Choi & Bajić, ICIP 2021 and TIP 2022; survey 000 [37], [38]) — MBHD.
+
+A hyperprior codec (Ballé et al. 2018, CompressAI's ``ScaleHyperprior``)
+whose latent ``y`` is split by channels: the first ``base_channels`` form the
+*base* layer, which alone serves the machine task, the rest form the
+*enhancement* layer, which together with the base reconstructs the image.
+A *latent-space transform* (a small synthesis network) maps the decoded base
+latent to the features of a frozen task network at a split layer, and the
+rest of that network finishes the task (:mod:`bench.methods.task_split`), as
+Choi & Bajić map their base latent to YOLOv3's layer-12 features.
+
+Streams, each entropy-coded on its own (real bytes): ``header`` and ``z``
+(the hyperprior, which both layers' Gaussian conditionals need), ``base``
+(``ŷ[:base_channels]``), ``enhancement`` (``ŷ[base_channels:]``). The
+layers are ``base = header + z + base`` and ``enhancement``; the task is
+charged the base layer, the human both.
+
+Training (one stage, end to end, as the papers): loss = R + λ·(D_image +
+γ·D_features) with R the bits of ŷ and ẑ per pixel, D_image the MSE of
+the reconstruction (times 255², CompressAI's convention) and D_features
+the MSE between the transformed base latent and the frozen task network's
+features of the input. The task network is frozen and verified unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
+from bench.methods.checkpoint_files import CheckpointSet
+from bench.methods.compressai_codecs import (
+    MIN_DIV,
+    Header,
+    _default_entropy_coder,
+    _import_compressai,
+    _needs_update,
+    _to_tensor,
+    _to_uint8,
+)
+from bench.methods.families import LayeredStreams, StreamContract
+from bench.methods.task_split import SplitTaskNetwork
+from bench.tasks.base import Task
+
+if TYPE_CHECKING:
+    import torch
+
+#: stream names in layer order (the ``header`` lengths follow the last three)
+STREAMS = ("header", "z", "base", "enhancement")
+#: the codec's latent has 1/16 of the image's resolution (four stride-2 stages)
+LATENT_STRIDE = 16
+
+
+def latent_transform(base_channels: int, hidden: int, out_channels: int, out_stride: int) -> torch.nn.Module:
+    """Base latent (stride 16) -> task features (stride ``out_stride``): convs and stride-2 (de)convolutions."""
+    from compressai.layers import GDN
+    from torch import nn
+
+    if out_stride <= 0 or out_stride & (out_stride - 1):
+        raise ValueError(f"feature stride must be a power of two, got {out_stride}")
+    layers: list[nn.Module] = [nn.Conv2d(base_channels, hidden, 3, padding=1), nn.LeakyReLU(inplace=True)]
+    scale = LATENT_STRIDE
+    while scale > out_stride:
+        layers += [nn.ConvTranspose2d(hidden, hidden, 5, 2, padding=2, output_padding=1), GDN(hidden, inverse=True)]
+        scale //= 2
+    while scale < out_stride:
+        layers += [nn.Conv2d(hidden, hidden, 5, 2, padding=2), nn.LeakyReLU(inplace=True)]
+        scale *= 2
+    layers += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(inplace=True)]
+    layers.append(nn.Conv2d(hidden, out_channels, 3, padding=1))
+    return nn.Sequential(*layers)
+
+
+@functools.lru_cache(maxsize=1)
+def network_class() -> type:
+    """The network class, built on first use so that importing this module needs no torch."""
+    _import_compressai()
+    import torch
+    from compressai.models import ScaleHyperprior
+
+    class LatentScalableNet(ScaleHyperprior):
+        """Hyperprior codec whose first ``base_channels`` latent channels also feed a task network (``lst``)."""
+
+        def __init__(self, N: int, M: int, base_channels: int, feature_channels: int, feature_stride: int):
+            if not 0 < base_channels < M:
+                raise ValueError(f"base_channels must be in 1..M-1 (M={M}), got {base_channels}")
+            super().__init__(N, M)
+            self.base_channels = int(base_channels)
+            self.lst = latent_transform(base_channels, N, feature_channels, feature_stride)
+
+        def forward(self, x: torch.Tensor) -> dict[str, Any]:
+            """Training pass: reconstruction, transformed base latent, likelihoods (noise for rounding)."""
+            y = self.g_a(x)
+            z = self.h_a(torch.abs(y))
+            z_hat, z_likelihoods = self.entropy_bottleneck(z)
+            y_hat, y_likelihoods = self.gaussian_conditional(y, self.h_s(z_hat))
+            return {
+                "x_hat": self.g_s(y_hat),
+                "features": self.lst(y_hat[:, : self.base_channels]),
+                "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
+            }
+
+    return LatentScalableNet
+
+
+class LatentScalable(Method):
+    """Choi & Bajić's latent-space scalable codec: base latent -> task, base + enhancement -> image.
+
+    ``machine_task`` is the harness task the base layer serves (its network
+    is split after ``split``); ``N``, ``M`` and ``base_channels`` are the
+    codec's channels. One trained network per rate point (``checkpoints``);
+    :meth:`set_network` installs one directly (tests, a training loop).
+    """
+
+    family = Family.MBHD
+    uses_torch = True
+    decodes_per_target = True
+    min_div: ClassVar[int] = MIN_DIV
+
+    def __init__(
+        self,
+        name: str,
+        rates: Sequence[int],
+        machine_task: Task | None = None,
+        split: str = "layer2",
+        N: int = 128,
+        M: int = 192,
+        base_channels: int = 96,
+        checkpoints: Mapping[Any, str] | str | None = None,
+        checkpoint_pattern: str | None = None,
+        entropy_coder: str = "ans",
+        device: str = "cpu",
+        description: str = "",
+        **options: Any,
+    ):
+        super().__init__(name, rates, description or "latent-space scalable codec (Choi & Bajić)", **options)
+        bad = [r for r in self.rates if not isinstance(r, int) or r < 1]
+        if bad:
+            raise ValueError(f"method {name!r}: rates are trained rate points 1, 2, ...; got {bad}")
+        if not 0 < base_channels < M:
+            raise ValueError(f"method {name!r}: base_channels must be in 1..{M - 1}, got {base_channels}")
+        self.machine_task = machine_task
+        self.split = split
+        self.N, self.M, self.base_channels = int(N), int(M), int(base_channels)
+        self.checkpoints = CheckpointSet(name, checkpoints, checkpoint_pattern)
+        self.entropy_coder = entropy_coder
+        self.device = device
+        self._split_net: SplitTaskNetwork | None = None
+        self._nets: dict[int, Any] = {}
+
+    # --- contract ----------------------------------------------------------------
+    def task_name(self) -> str:
+        if self.machine_task is None:
+            raise MethodUnavailable(f"{self.name}: no machine task configured (run with task=<a torchvision task>)")
+        return self.machine_task.name
+
+    def contract(self) -> StreamContract:
+        return LayeredStreams(
+            layers={"base": ["header", "z", "base"], "enhancement": ["enhancement"]},
+            needs={self.task_name(): "base"},
+        )
+
+    # --- networks ------------------------------------------------------------------
+    @property
+    def split_network(self) -> SplitTaskNetwork:
+        if self._split_net is None:
+            if self.machine_task is None:
+                self.task_name()
+            self._split_net = SplitTaskNetwork(self.machine_task, self.split)
+        return self._split_net
+
+    def new_network(self) -> Any:
+        """An untrained network of this method's shape (training starts here)."""
+        split = self.split_network
+        return network_class()(self.N, self.M, self.base_channels, split.channels, split.stride)
+
+    def set_network(self, quality: int, net: Any) -> None:
+        """Use ``net`` for rate point ``quality`` (its entropy tables are built here)."""
+        with _default_entropy_coder(self.entropy_coder):
+            net.update(force=True)
+        self._nets[quality] = net.eval().to(self.device)
+
+    def network(self, quality: int) -> Any:
+        if quality not in self.rates and quality not in self._nets:
+            raise CodecError(f"{self.name}: no rate point {quality!r} (rates {self.rates})")
+        if quality not in self._nets:
+            import torch
+
+            state = self.checkpoints.load(quality)
+            net = self.new_network()
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:
+                raise MethodUnavailable(
+                    f"{self.name}: checkpoint {self.checkpoints.path(quality)} does not fit N={self.N}, M={self.M}, "
+                    f"base_channels={self.base_channels}, split={self.split}: {exc}"
+                ) from exc
+            with _default_entropy_coder(self.entropy_coder), torch.no_grad():
+                if _needs_update(net):
+                    net.update(force=True)
+            self._nets[quality] = net.eval().to(self.device)
+        return self._nets[quality]
+
+    def unavailable_reason(self) -> str | None:
+        try:
+            _import_compressai()
+            self.task_name()
+        except MethodUnavailable as exc:
+            return str(exc)
+        why = self.machine_task.unavailable_reason()
+        if why:
+            return f"{self.name}: machine task {self.machine_task.name!r} cannot run: {why}"
+        missing = [q for q in self.rates if q not in self._nets]
+        return self.checkpoints.missing(missing) if missing else None
+
+    # --- coding --------------------------------------------------------------------
+    def encode(self, image: np.ndarray, rate: Any) -> Bitstream:
+        import torch
+        import torch.nn.functional as F
+        from compressai.ops import compute_padding
+
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise CodecError(f"{self.name}: expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
+        net = self.network(rate)
+        height, width = image.shape[:2]
+        pad, _ = compute_padding(height, width, min_div=self.min_div)
+        with torch.inference_mode():
+            x = F.pad(_to_tensor(image).to(self.device), pad, mode="constant", value=0)
+            y = net.g_a(x)
+            z = net.h_a(torch.abs(y))
+            z_strings = net.entropy_bottleneck.compress(z)
+            z_hat = net.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+            indexes = net.gaussian_conditional.build_indexes(net.h_s(z_hat))
+            b = self.base_channels
+            base = net.gaussian_conditional.compress(y[:, :b], indexes[:, :b])
+            enhancement = net.gaussian_conditional.compress(y[:, b:], indexes[:, b:])
+        payload = {"z": z_strings[0], "base": base[0], "enhancement": enhancement[0]}
+        header = Header(
+            quality=int(rate),
+            height=height,
+            width=width,
+            shape=tuple(int(d) for d in z.shape[-2:]),
+            lengths=tuple((len(payload[n]),) for n in STREAMS[1:]),
+        )
+        streams = {"header": header.to_bytes(), **payload}
+        return Bitstream(streams, height=height, width=width, info={"quality": int(rate)})
+
+    def _parse(self, bitstream: Bitstream) -> Header:
+        if "header" not in bitstream.streams:
+            raise CodecError(f"{self.name}: bitstream has no 'header' stream (it has {list(bitstream.streams)})")
+        try:
+            header, _ = Header.from_bytes(bitstream.streams["header"])
+        except ValueError as exc:
+            raise CodecError(f"{self.name}: malformed header: {exc}") from exc
+        for name, lens in zip(STREAMS[1:], header.lengths, strict=True):
+            if name in bitstream.streams and len(bitstream.streams[name]) != sum(lens):
+                raise CodecError(f"{self.name}: stream {name!r} has {len(bitstream.streams[name])} bytes, header says {sum(lens)}")
+        return header
+
+    def decode_latent(self, bitstream: Bitstream, layers: int) -> tuple[Header, torch.Tensor]:
+        """The header and ŷ from the streams of the first ``layers`` layers (1: base only, 2: all)."""
+        import torch
+
+        header = self._parse(bitstream)
+        needed = ["z", "base"] + (["enhancement"] if layers == 2 else [])
+        missing = [n for n in needed if n not in bitstream.streams]
+        if missing:
+            raise CodecError(f"{self.name}: decoding {layers} layer(s) needs stream(s) {missing}")
+        net = self.network(header.quality)
+        with torch.inference_mode():
+            z_hat = net.entropy_bottleneck.decompress([bitstream.streams["z"]], torch.Size(header.shape))
+            indexes = net.gaussian_conditional.build_indexes(net.h_s(z_hat))
+            b = self.base_channels
+            parts = [net.gaussian_conditional.decompress([bitstream.streams["base"]], indexes[:, :b], z_hat.dtype)]
+            if layers == 2:
+                parts.append(
+                    net.gaussian_conditional.decompress([bitstream.streams["enhancement"]], indexes[:, b:], z_hat.dtype)
+                )
+        return header, torch.cat(parts, 1)
+
+    def task_prediction(self, net: Any, y_base: torch.Tensor, height: int, width: int) -> Any:
+        """The task's prediction from the base latent: latent-space transform, then the rest of the task network."""
+        import torch
+
+        split = self.split_network
+        with torch.inference_mode():
+            features = net.lst(y_base.to(self.device))
+            features = crop_to_image(features, height, width, split.stride, self.min_div)
+            return split.predictions(split.back(features, (height, width)))[0]
+
+    def decode(self, bitstream: Bitstream, target: str = HUMAN) -> np.ndarray | HeadPrediction:
+        import torch
+        import torch.nn.functional as F
+        from compressai.ops import compute_padding
+
+        if target != HUMAN and target != self.task_name():
+            raise CodecError(f"{self.name}: serves targets {[HUMAN, self.task_name()]}, not {target!r}")
+        header, y_hat = self.decode_latent(bitstream, 2 if target == HUMAN else 1)
+        net = self.network(header.quality)
+        if target != HUMAN:
+            return HeadPrediction(self.task_prediction(net, y_hat, header.height, header.width))
+        _, unpad = compute_padding(header.height, header.width, min_div=self.min_div)
+        with torch.inference_mode():
+            return _to_uint8(F.pad(net.g_s(y_hat).clamp_(0, 1), unpad))
+
+    def versions(self) -> dict[str, str]:
+        return {p: importlib.metadata.version(p) for p in ("compressai", "torch", "torchvision")}
+
+    # --- training ------------------------------------------------------------------
+    def training_recipe(self, rate: int, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Any:
+        """Choi & Bajić's end-to-end stage: R + λ·(D_image + γ·D_features), the task network frozen.
+
+        ``settings``: ``lambdas`` (one per rate point), ``feature_weight`` (γ),
+        ``init_from`` (optional: a hyperprior checkpoint of the same N, M to
+        start the codec from, e.g. the project's own bmshj2018-hyperprior).
+        """
+        import torch
+        import torch.nn.functional as F
+
+        from bench.methods.learned_losses import bits_per_pixel
+        from bench.training import Recipe, Stage
+
+        adopt_task(self, tasks)
+        lam = rate_lambda(self.name, settings, rate)
+        gamma = float(settings.get("feature_weight", 1.0))
+        self.device = device
+        split = self.split_network
+        split.network.to(device)
+        net = self.new_network()
+        if settings.get("init_from"):
+            init_codec(net, settings["init_from"], self.name)
+        net.to(device)
+
+        def loss(batch: Any) -> dict[str, Any]:
+            x = batch.x
+            out = net(x)
+            with torch.no_grad():
+                target = split.front(x)
+            bpp = bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
+            mse = F.mse_loss(out["x_hat"], x)
+            feature_mse = F.mse_loss(out["features"], target)
+            total = bpp + lam * (255**2 * mse + gamma * feature_mse)
+            return {"loss": total, "bpp": bpp, "mse": mse, "feature_mse": feature_mse}
+
+        stage = Stage("joint", trains=[""], frozen={"task": split.network}, loss=loss, aux_loss=net.aux_loss)
+        return Recipe(net, [stage], validate=lambda images: self.validate(rate, net, images))
+
+    def validate(self, rate: int, net: Any, images: Sequence[np.ndarray]) -> dict[str, float]:
+        """Real coding of held-out images: bpp of each target, PSNR, task agreement with the uncompressed image."""
+        self.set_network(rate, net)
+        return validation_figures(self, rate, images, self.split_network)
+
+
+def adopt_task(method: Any, tasks: Sequence[Task]) -> None:
+    """Train for the run's task: the method's own ``machine_task`` if set (it must be that task), else the run's."""
+    if method.machine_task is None:
+        if len(tasks) != 1:
+            raise MethodUnavailable(f"{method.name}: train it for one machine task (task=<name>), got {len(tasks)}")
+        method.machine_task = tasks[0]
+        method._split_net = None
+    elif tasks and tasks[0].name != method.machine_task.name:
+        raise MethodUnavailable(
+            f"{method.name}: configured for task {method.machine_task.name!r}, the run trains {tasks[0].name!r}"
+        )
+
+
+def rate_lambda(name: str, settings: Mapping[str, Any], rate: int) -> float:
+    """λ of ``rate`` from the recipe's ``lambdas`` list (rate points count from 1)."""
+    lambdas = list(settings.get("lambdas") or [])
+    if not 1 <= int(rate) <= len(lambdas):
+        raise MethodUnavailable(f"{name}: recipe has lambdas {lambdas}; none for rate point {rate}")
+    return float(lambdas[int(rate) - 1])
+
+
+def init_codec(net: Any, path: str, name: str) -> None:
+    """Start ``net``'s hyperprior codec from a CompressAI-layout checkpoint (the new parts stay as built)."""
+    import torch
+    from compressai.zoo import load_state_dict as rename_legacy_keys
+
+    from bench.methods.compressai_codecs import _state_dict_of
+
+    if not os.path.isfile(path):
+        raise MethodUnavailable(
+            f"{name}: init_from checkpoint not found: {path} (train or fetch bmshj2018-hyperprior-ours, "
+            "or set recipe.init_from=null to start the codec from scratch)"
+        )
+    try:
+        state = rename_legacy_keys(dict(_state_dict_of(torch.load(path, map_location="cpu", weights_only=True))))
+    except Exception as exc:
+        raise MethodUnavailable(f"{name}: cannot read init_from checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+    own = net.state_dict()
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape and "_cdf" not in k and "_offset" not in k]
+    if bad:
+        raise MethodUnavailable(f"{name}: init_from {path} has other shapes for {bad[:5]} (check N and M)")
+    missing, _ = net.load_state_dict(state, strict=False)
+    untouched = [k for k in missing if not k.startswith("lst.")]
+    if untouched:
+        raise MethodUnavailable(f"{name}: init_from {path} lacks codec weights {untouched[:5]}")
+
+
+def validation_figures(method: Any, rate: int, images: Sequence[np.ndarray], split: SplitTaskNetwork) -> dict[str, float]:
+    """Encode, count bytes and decode each image: mean bpp per target, human PSNR, task agreement."""
+    from bench.metrics import psnr
+
+    task = method.machine_task
+    bpp_h, bpp_t, psnrs, preds, refs = [], [], [], {}, {}
+    for i, image in enumerate(images):
+        written = method.encode(image, rate)
+        bpp_h.append(written.bpp(method.streams_for(HUMAN, written)))
+        bpp_t.append(written.bpp(method.streams_for(task.name, written)))
+        received = Bitstream({n: written.streams[n] for n in method.streams_for(task.name, written)}, *image.shape[:2])
+        psnrs.append(psnr(method.decode(written, HUMAN), image))
+        preds[str(i)] = method.decode(received, task.name).value
+        refs[str(i)] = task.reference_from_prediction(split.predict_images([image])[0])
+    figures = {"bpp_human": float(np.mean(bpp_h)), f"bpp_{task.name}": float(np.mean(bpp_t)), "psnr": float(np.mean(psnrs))}
+    figures.update({f"{task.name}/{k}": float(v) for k, v in task.evaluate(preds, refs).items()})
+    return figures
+
+
+def crop_to_image(features: torch.Tensor, height: int, width: int, stride: int, min_div: int) -> torch.Tensor:
+    """Features of the padded image -> the features over the image itself (padding is centred, as the codec's)."""
+    from compressai.ops import compute_padding
+
+    (left, _, top, _), _ = compute_padding(height, width, min_div=min_div)
+    t, l = top // stride, left // stride
+    return features[..., t : t + math.ceil(height / stride), l : l + math.ceil(width / stride)]
