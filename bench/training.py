@@ -456,9 +456,6 @@ def train(
             torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         sampler.generator.set_state(saved["rng"]["data"])
         log.info("resuming from %s: stage %s, step %d", last, names[min(start_stage, len(names) - 1)], start_step)
-        if start_stage >= len(names):
-            result.finished = True
-            return result
     steps_this_call = 0
 
     def checkpoint(stage_index: int, step: int, frozen_digests: Any, opt: Any, aux_opt: Any) -> None:
@@ -610,6 +607,13 @@ def train_job(cfg: DictConfig) -> TrainResult:
     except TrainingError as exc:
         raise UserError(str(exc)) from exc
     tasks = [t.task for t in build_tasks(cfg)]
+    for task in tasks:  # task networks train on the run's device ("auto" could pick another)
+        for attr in ("device_name", "device"):
+            if isinstance(getattr(type(task), attr, None), property):
+                continue
+            if isinstance(getattr(task, attr, None), str):
+                setattr(task, attr, device)
+                break
     settings = OmegaConf.to_container(cfg.recipe, resolve=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     try:

@@ -30,7 +30,9 @@ bilinear chroma upsampling.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,16 +215,15 @@ def _open(path: Path) -> Any:
     return container
 
 
-def _decoded_frames(path: Path) -> Any:
-    """The video's decoded frames, in the decoder's output order (a generator; closes the file)."""
+@contextlib.contextmanager
+def _video_stream(path: Path) -> Iterator[tuple[Any, Any]]:
+    """The open container and its first video stream; FFmpeg errors while decoding become :class:`VideoError`."""
     av = _av()
     container = _open(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "SLICE"  # frame threads delay output and gain nothing in a worker
-        yield stream
-        for frame in container.decode(stream):
-            yield frame
+        yield container, stream
     except av.FFmpegError as exc:
         raise VideoError(f"{path}: corrupt video ({exc})") from exc
     finally:
@@ -242,9 +243,8 @@ def _to_rgb(frame: Any) -> np.ndarray:
 
 def count_frames(path: str | os.PathLike) -> int:
     """How many frames the video decodes to (decoding it: container counts are not always right)."""
-    frames = _decoded_frames(Path(path))
-    next(frames)
-    return sum(1 for _ in frames)
+    with _video_stream(Path(path)) as (container, stream):
+        return sum(1 for _ in container.decode(stream))
 
 
 def read_clip(path: str | os.PathLike, sampler: FrameSampler | None = None) -> Clip:
@@ -258,19 +258,17 @@ def read_clip(path: str | os.PathLike, sampler: FrameSampler | None = None) -> C
         wanted = None
         first = 0 if sampler.start == "begin" else int(sampler.start)
         last = first + (sampler.frames - 1) * sampler.stride
-    frames = _decoded_frames(path)
-    stream = next(frames)
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     keep = None if wanted is None else set(wanted)
     rgb: dict[int, np.ndarray] = {}
     decoded = 0
-    for index, frame in enumerate(frames):
-        decoded = index + 1
-        if first <= index and (keep is None or index in keep):
-            rgb[index] = _to_rgb(frame)
-        if index >= last:
-            frames.close()
-            break
+    with _video_stream(path) as (container, stream):
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        for index, frame in enumerate(container.decode(stream)):
+            decoded = index + 1
+            if first <= index and (keep is None or index in keep):
+                rgb[index] = _to_rgb(frame)
+            if index >= last:
+                break
     if wanted is None:
         wanted = sampler.indices(decoded, str(path))
     try:

@@ -50,9 +50,18 @@ def trained_qualities(folder: Path) -> list[int]:
 
 def run_harness(kodak: Path, checkpoints: Path, qualities: list[int], results: Path) -> Path:
     cmd = [
-        sys.executable, "-m", "bench", "run", f"method={METHOD}", "dataset=kodak", f"dataset.root={kodak}",
-        f"method.checkpoints={checkpoints}", f"method.rates=[{','.join(map(str, qualities))}]",
-        f"results_dir={results}", "workers=1", "progress=false",
+        sys.executable,
+        "-m",
+        "bench",
+        "run",
+        f"method={METHOD}",
+        "dataset=kodak",
+        f"dataset.root={kodak}",
+        f"method.checkpoints={checkpoints}",
+        f"method.rates=[{','.join(map(str, qualities))}]",
+        f"results_dir={results}",
+        "workers=1",
+        "progress=false",
     ]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
@@ -79,12 +88,16 @@ def point_vs_curve(bpp: float, psnr: float, curve: RDCurve) -> dict[str, float |
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--kodak", type=Path, default=_assets("kodak"), help="Kodak folder (default $HMC_BENCH_ASSETS/kodak)")
+    parser.add_argument(
+        "--kodak", type=Path, default=_assets("kodak"), help="Kodak folder (default $HMC_BENCH_ASSETS/kodak)"
+    )
     parser.add_argument(
         "--checkpoints", type=Path, default=REPO / "checkpoints" / METHOD, help="folder of exported .pth + sidecars"
     )
     parser.add_argument(
-        "--reference", type=Path, default=_assets("reference_rd/compressai_kodak"),
+        "--reference",
+        type=Path,
+        default=_assets("reference_rd/compressai_kodak"),
         help="CompressAI's published Kodak results folder (default $HMC_BENCH_ASSETS/reference_rd/compressai_kodak)",
     )
     parser.add_argument("--jpeg", type=Path, default=REPO / "results" / "kodak" / "jpeg.json")
@@ -106,11 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for q, bpp, psnr in zip(qualities, ours.rates, ours.values):
         side = json.loads((args.checkpoints / f"bmshj2018-hyperprior-mse-q{q}.json").read_text())
-        rows.append({
-            "quality": q, "lmbda": side["lmbda"], "steps": side["steps"], "bpp": float(bpp), "psnr": float(psnr),
-            "vs_published": point_vs_curve(float(bpp), float(psnr), published),
-            "vs_jpeg": point_vs_curve(float(bpp), float(psnr), jpeg),
-        })
+        rows.append(
+            {
+                "quality": q,
+                "lmbda": side["lmbda"],
+                "steps": side["steps"],
+                "bpp": float(bpp),
+                "psnr": float(psnr),
+                "vs_published": point_vs_curve(float(bpp), float(psnr), published),
+                "vs_jpeg": point_vs_curve(float(bpp), float(psnr), jpeg),
+            }
+        )
     summary: dict = {"points": rows, "bd_rate": {}}
     for anchor in (published, jpeg):
         if len(ours) < MIN_BD_POINTS:
@@ -124,24 +143,47 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train_codec_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     subprocess.run(
-        [sys.executable, "-m", "bench", "report", "--results", str(args.results.resolve()), "--results",
-         str(args.jpeg.parent.parent), "--dataset", "kodak", "--anchor", "jpeg", "--out", str(args.out.resolve()),
-         "--reference", f"kodak={args.reference / PUBLISHED}",
-         "--reference", f"kodak={args.reference / 'paper-bmshj2018-hyperprior.json'}"],
-        check=True, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "report",
+            "--results",
+            str(args.results.resolve()),
+            "--results",
+            str(args.jpeg.parent.parent),
+            "--dataset",
+            "kodak",
+            "--anchor",
+            "jpeg",
+            "--out",
+            str(args.out.resolve()),
+            "--reference",
+            f"kodak={args.reference / PUBLISHED}",
+            "--reference",
+            f"kodak={args.reference / 'paper-bmshj2018-hyperprior.json'}",
+        ],
+        check=True,
+        cwd=REPO,
     )
 
     def fmt(v: float | None, spec: str) -> str:
-        return "outside its range" if v is None else format(v, spec)
+        if v is None:
+            return "outside its range"
+        return format(v / 100, spec) if spec.endswith("%") else format(v, spec)
 
-    print("| q | λ | steps | bpp | PSNR | published PSNR at that bpp | Δ rate vs published | JPEG PSNR at that bpp "
-          "| Δ rate vs JPEG |")
+    print(
+        "| q | λ | steps | bpp | PSNR | published PSNR at that bpp | Δ rate vs published | JPEG PSNR at that bpp "
+        "| Δ rate vs JPEG |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         p, j = r["vs_published"], r["vs_jpeg"]
-        print(f"| {r['quality']} | {r['lmbda']} | {r['steps']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
-              f"{fmt(p['psnr_at_our_bpp'], '.2f')} | {fmt(p['rate_saving_pct'], '+.1f')}% | "
-              f"{fmt(j['psnr_at_our_bpp'], '.2f')} | {fmt(j['rate_saving_pct'], '+.1f')}% |")
+        print(
+            f"| {r['quality']} | {r['lmbda']} | {r['steps']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
+            f"{fmt(p['psnr_at_our_bpp'], '.2f')} | {fmt(p['rate_saving_pct'], '+.1f%')} | "
+            f"{fmt(j['psnr_at_our_bpp'], '.2f')} | {fmt(j['rate_saving_pct'], '+.1f%')} |"
+        )
     for name, v in summary["bd_rate"].items():
         print(f"BD-rate (PSNR) vs {name}: {v if isinstance(v, str) else f'{v:+.2f}%'}")
     print(f"plots and tables: {args.out}")

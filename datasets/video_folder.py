@@ -63,7 +63,9 @@ class VideoFolder(VideoDataset):
         pattern = "**/*" if self.recursive else "*"
         files = sorted(p for p in self.root.glob(pattern) if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         if not files:
-            raise DatasetUnavailable(f"dataset {self.name!r}: no videos ({', '.join(VIDEO_EXTENSIONS)}) under {self.root}")
+            raise DatasetUnavailable(
+                f"dataset {self.name!r}: no videos ({', '.join(VIDEO_EXTENSIONS)}) under {self.root}"
+            )
         if self.limit is not None:
             files = files[: self.limit]
         return [Sample(id=p.relative_to(self.root).as_posix(), source=str(p)) for p in files]

@@ -88,4 +88,6 @@ class CheckpointSet:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             return dict(_state_dict_of(obj))
         except Exception as exc:  # unreadable, not a torch file, pickled code (weights_only refuses it)
-            raise MethodUnavailable(f"{self.method}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+            raise MethodUnavailable(
+                f"{self.method}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}"
+            ) from exc

@@ -293,7 +293,9 @@ class CompressedDomain(Method):
             loss = task_loss(batch.x, tap.y_hat)
             return {"loss": loss, "distillation": loss}
 
-        stages = [Stage("head", trains=["head"], frozen={"codec": model.codec, "task": teacher.network}, loss=head_loss)]
+        stages = [
+            Stage("head", trains=["head"], frozen={"codec": model.codec, "task": teacher.network}, loss=head_loss)
+        ]
         if "joint" in (settings.get("stages") or {}):
             lam = rate_lambda(self.name, settings, rate)
             gamma = float(settings.get("task_weight", 1.0))
@@ -308,7 +310,13 @@ class CompressedDomain(Method):
                 return {"loss": bpp + lam * 255**2 * mse + gamma * t, "bpp": bpp, "mse": mse, "distillation": t}
 
             stages.append(
-                Stage("joint", trains=[""], frozen={"task": teacher.network}, loss=joint_loss, aux_loss=model.codec.aux_loss)
+                Stage(
+                    "joint",
+                    trains=[""],
+                    frozen={"task": teacher.network},
+                    loss=joint_loss,
+                    aux_loss=model.codec.aux_loss,
+                )
             )
 
         def validate(images: Sequence[np.ndarray]) -> dict[str, float]:

@@ -300,7 +300,7 @@ class EAC(Method):
                 f"method {name!r}: backbone {arch!r} is not supported; EAC here runs on {list(BACKBONES)} "
                 "(an autoregressive context model cannot decode a subset of the latent on its own)"
             )
-        self.codec = CompressAICodec(f"{name}-backbone", rates, arch=arch, device=device, **bb)
+        self.codec = CompressAICodec(arch, rates, arch=arch, device=device, **bb)
         self.arch = arch
         self.checkpoints = Path(os.path.expanduser(str(checkpoints))) if checkpoints is not None else None
         self.checkpoint_pattern = checkpoint_pattern
@@ -492,11 +492,15 @@ class EAC(Method):
             raise CodecError(f"{self.name}: the base layer (header, z) is missing: got {list(bitstream.streams)}")
         q, height, width, z_shape, lengths = self._parse_header(bitstream.streams["header"])
         if (height, width) != (bitstream.height, bitstream.width):
-            raise CodecError(f"{self.name}: header says {height}x{width}, bitstream {bitstream.height}x{bitstream.width}")
+            raise CodecError(
+                f"{self.name}: header says {height}x{width}, bitstream {bitstream.height}x{bitstream.width}"
+            )
         names = ["z", *(f"y.{n}" for n in self.subset_names())]
         for name, n in zip(names, lengths):
             if name in bitstream.streams and len(bitstream.streams[name]) != n:
-                raise CodecError(f"{self.name}: stream {name!r} has {len(bitstream.streams[name])} bytes, header says {n}")
+                raise CodecError(
+                    f"{self.name}: stream {name!r} has {len(bitstream.streams[name])} bytes, header says {n}"
+                )
         q = self.codec._quality(q)
         net = self.backbone(q)
         _, unpad = compute_padding(height, width, min_div=MIN_DIV)
@@ -580,7 +584,9 @@ class EAC(Method):
 
         def prepare(batch: Batch) -> tuple[Latent, Any]:
             if batch.x.shape[-1] % MIN_DIV or batch.x.shape[-2] % MIN_DIV:
-                raise TrainingError(f"{self.name}: training crops must be multiples of {MIN_DIV} (crop={batch.x.shape[-1]})")
+                raise TrainingError(
+                    f"{self.name}: training crops must be multiples of {MIN_DIV} (crop={batch.x.shape[-1]})"
+                )
             with torch.no_grad():
                 latent, _ = analyse(net, batch.x)
                 return latent, task_loss.targets(batch.x)
@@ -631,7 +637,9 @@ class EAC(Method):
                 out[f"bpp/{task.name}"].append(written.bpp(charged))
                 human = single.decode(written, HUMAN)
                 out["psnr/human"].append(M.psnr(human, image))
-                machine = single.decode(Bitstream({n: written.streams[n] for n in charged}, *image.shape[:2]), task.name)
+                machine = single.decode(
+                    Bitstream({n: written.streams[n] for n in charged}, *image.shape[:2]), task.name
+                )
                 x = _to_tensor(image).to(device)
                 targets = task_loss.targets(x)
                 for key, decoded in ((f"loss/{task.name}", machine), (f"loss/{task.name}/human-reconstruction", human)):

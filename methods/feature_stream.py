@@ -114,8 +114,15 @@ class _ImagePlusMachineStream(Method):
     decodes_per_target = True
     machine_stream: str = "machine"
 
-    def __init__(self, name: str, rates: Sequence[int], human_codec: Method, machine_task: Task | None,
-                 description: str = "", **options: Any):
+    def __init__(
+        self,
+        name: str,
+        rates: Sequence[int],
+        human_codec: Method,
+        machine_task: Task | None,
+        description: str = "",
+        **options: Any,
+    ):
         super().__init__(name, rates, description, **options)
         bad = [r for r in self.rates if not isinstance(r, int) or r < 1]
         if bad:
@@ -124,7 +131,7 @@ class _ImagePlusMachineStream(Method):
             raise ValueError(f"method {name!r}: human_codec must be a method config (e.g. jpeg's), got {human_codec!r}")
         if max(self.rates) > len(human_codec.rates):
             raise ValueError(
-                f"method {name!r}: rate point {max(self.rates)} needs a {max(self.rates)}th human codec rate; "
+                f"method {name!r}: rate point {max(self.rates)} has no human codec rate: "
                 f"{human_codec.name} has {len(human_codec.rates)} ({human_codec.rates})"
             )
         self.human_codec = human_codec
@@ -190,9 +197,9 @@ class _ImagePlusMachineStream(Method):
 def feature_codec_class() -> type:
     """The feature codec class, built on first use so that importing this module needs no torch."""
     _import_compressai()
+    from compressai.entropy_models import EntropyBottleneck
     from compressai.layers import GDN
     from compressai.models import CompressionModel
-    from compressai.entropy_models import EntropyBottleneck
     from torch import nn
 
     class FeatureCodec(CompressionModel):
@@ -240,8 +247,12 @@ class FeatureStream(_ImagePlusMachineStream):
         **options: Any,
     ):
         super().__init__(
-            name, rates, human_codec, machine_task,
-            description or f"{human_codec.name} + learned feature stream", **options,
+            name,
+            rates,
+            human_codec,
+            machine_task,
+            description or f"{human_codec.name} + learned feature stream",
+            **options,
         )
         self.split = split
         self.hidden_channels = int(hidden_channels)
@@ -296,7 +307,7 @@ class FeatureStream(_ImagePlusMachineStream):
         """The task network's features of ``image`` at the split."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255)
+        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
         with torch.inference_mode():
             return self.split_network.front(x.to(self.split_network.device))
 
@@ -329,7 +340,10 @@ class FeatureStream(_ImagePlusMachineStream):
             return split.predictions(split.back(features.to(split.device), (h, w)))[0]
 
     def versions(self) -> dict[str, str]:
-        return {**super().versions(), **{p: importlib.metadata.version(p) for p in ("compressai", "torch", "torchvision")}}
+        return {
+            **super().versions(),
+            **{p: importlib.metadata.version(p) for p in ("compressai", "torch", "torchvision")},
+        }
 
     # --- training ------------------------------------------------------------------
     def training_recipe(self, rate: int, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Any:
@@ -405,13 +419,19 @@ class DescriptorStream(_ImagePlusMachineStream):
         from bench.tasks.matching import DETECTORS
 
         super().__init__(
-            name, rates, human_codec, machine_task,
-            description or f"{human_codec.name} + {detector.upper()} descriptor stream (CDVS-like)", **options,
+            name,
+            rates,
+            human_codec,
+            machine_task,
+            description or f"{human_codec.name} + {detector.upper()} descriptor stream (CDVS-like)",
+            **options,
         )
         if detector not in DETECTORS:
             raise ValueError(f"method {name!r}: unknown detector {detector!r}; known: {sorted(DETECTORS)}")
         if max(self.rates) > len(keypoints):
-            raise ValueError(f"method {name!r}: rate point {max(self.rates)} has no keypoint budget in {list(keypoints)}")
+            raise ValueError(
+                f"method {name!r}: rate point {max(self.rates)} has no keypoint budget in {list(keypoints)}"
+            )
         units = coord_step * _STEP_UNITS
         if coord_step <= 0 or abs(units - round(units)) > 1e-9:
             raise ValueError(f"method {name!r}: coord_step must be a positive multiple of 1/16, got {coord_step}")
@@ -428,13 +448,17 @@ class DescriptorStream(_ImagePlusMachineStream):
         if why:
             return why
         if getattr(self.machine_task, "kind", None) != "matching":
-            return f"{self.name}: the descriptor stream serves a matching task (task=matching), not {self.task_name()!r}"
+            return (
+                f"{self.name}: the descriptor stream serves a matching task (task=matching), not {self.task_name()!r}"
+            )
         if getattr(self.machine_task, "detector", self.detector) != self.detector:
-            return f"{self.name}: codes {self.detector} descriptors but task {self.task_name()!r} matches {self.machine_task.detector}"
+            theirs = self.machine_task.detector
+            return f"{self.name}: codes {self.detector} descriptors but task {self.task_name()!r} matches {theirs}"
         return None
 
-    def quantise(self, features: Any) -> Any:
-        """``features`` as the decoder will see them: positions on the grid, descriptors dequantised, raster order."""
+    def quantise(self, features: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+        """``features`` as the decoder will see them (grid positions, dequantised descriptors, raster order),
+        with the integer grid positions and descriptor symbols that are coded."""
         from bench.tasks.matching import LocalFeatures
 
         step = self.coord_units / _STEP_UNITS
@@ -442,10 +466,17 @@ class DescriptorStream(_ImagePlusMachineStream):
         q = np.clip(q, 0, None)
         order = np.lexsort((q[:, 0], q[:, 1])) if len(q) else np.zeros(0, dtype=np.int64)
         symbols = features.descriptors[order] // self.descriptor_step
-        return LocalFeatures(
-            features.detector, features.height, features.width,
-            q[order].astype(np.float64) * step, self._dequantise(symbols),
-        ), q[order], symbols
+        return (
+            LocalFeatures(
+                features.detector,
+                features.height,
+                features.width,
+                q[order].astype(np.float64) * step,
+                self._dequantise(symbols),
+            ),
+            q[order],
+            symbols,
+        )
 
     def _dequantise(self, symbols: np.ndarray) -> np.ndarray:
         if self.descriptor_step == 1:
@@ -494,7 +525,9 @@ class DescriptorStream(_ImagePlusMachineStream):
         symbols = np.frombuffer(body[p:], dtype=np.uint8).reshape(n, dim)
         if dstep != self.descriptor_step:
             raise CodecError(f"{self.name}: stream has descriptor step {dstep}, this decoder {self.descriptor_step}")
-        return LocalFeatures(self.detector, h, w, grid.astype(np.float64) * units / _STEP_UNITS, self._dequantise(symbols))
+        return LocalFeatures(
+            self.detector, h, w, grid.astype(np.float64) * units / _STEP_UNITS, self._dequantise(symbols)
+        )
 
     def decode_machine(self, data: bytes) -> Any:
         return self.decode_descriptors(data).to_json()

@@ -260,7 +260,9 @@ class LatentScalable(Method):
             raise CodecError(f"{self.name}: malformed header: {exc}") from exc
         for name, lens in zip(STREAMS[1:], header.lengths, strict=True):
             if name in bitstream.streams and len(bitstream.streams[name]) != sum(lens):
-                raise CodecError(f"{self.name}: stream {name!r} has {len(bitstream.streams[name])} bytes, header says {sum(lens)}")
+                raise CodecError(
+                    f"{self.name}: stream {name!r} has {len(bitstream.streams[name])} bytes, header says {sum(lens)}"
+                )
         return header
 
     def decode_latent(self, bitstream: Bitstream, layers: int) -> tuple[Header, torch.Tensor]:
@@ -393,9 +395,13 @@ def init_codec(net: Any, path: str, name: str) -> None:
     try:
         state = rename_legacy_keys(dict(_state_dict_of(torch.load(path, map_location="cpu", weights_only=True))))
     except Exception as exc:
-        raise MethodUnavailable(f"{name}: cannot read init_from checkpoint {path}: {type(exc).__name__}: {exc}") from exc
+        raise MethodUnavailable(
+            f"{name}: cannot read init_from checkpoint {path}: {type(exc).__name__}: {exc}"
+        ) from exc
     own = net.state_dict()
-    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape and "_cdf" not in k and "_offset" not in k]
+    bad = [
+        k for k, v in state.items() if k in own and own[k].shape != v.shape and "_cdf" not in k and "_offset" not in k
+    ]
     if bad:
         raise MethodUnavailable(f"{name}: init_from {path} has other shapes for {bad[:5]} (check N and M)")
     missing, _ = net.load_state_dict(state, strict=False)
@@ -404,7 +410,9 @@ def init_codec(net: Any, path: str, name: str) -> None:
         raise MethodUnavailable(f"{name}: init_from {path} lacks codec weights {untouched[:5]}")
 
 
-def validation_figures(method: Any, rate: int, images: Sequence[np.ndarray], split: SplitTaskNetwork) -> dict[str, float]:
+def validation_figures(
+    method: Any, rate: int, images: Sequence[np.ndarray], split: SplitTaskNetwork
+) -> dict[str, float]:
     """Encode, count bytes and decode each image: mean bpp per target, human PSNR, task agreement."""
     from bench.metrics import psnr
 
@@ -418,7 +426,11 @@ def validation_figures(method: Any, rate: int, images: Sequence[np.ndarray], spl
         psnrs.append(psnr(method.decode(written, HUMAN), image))
         preds[str(i)] = method.decode(received, task.name).value
         refs[str(i)] = task.reference_from_prediction(split.predict_images([image])[0])
-    figures = {"bpp_human": float(np.mean(bpp_h)), f"bpp_{task.name}": float(np.mean(bpp_t)), "psnr": float(np.mean(psnrs))}
+    figures = {
+        "bpp_human": float(np.mean(bpp_h)),
+        f"bpp_{task.name}": float(np.mean(bpp_t)),
+        "psnr": float(np.mean(psnrs)),
+    }
     figures.update({f"{task.name}/{k}": float(v) for k, v in task.evaluate(preds, refs).items()})
     return figures
 
@@ -428,5 +440,5 @@ def crop_to_image(features: torch.Tensor, height: int, width: int, stride: int, 
     from compressai.ops import compute_padding
 
     (left, _, top, _), _ = compute_padding(height, width, min_div=min_div)
-    t, l = top // stride, left // stride
-    return features[..., t : t + math.ceil(height / stride), l : l + math.ceil(width / stride)]
+    row, col = top // stride, left // stride
+    return features[..., row : row + math.ceil(height / stride), col : col + math.ceil(width / stride)]

@@ -32,8 +32,9 @@ Training follows §3 and §4 stage by stage (:meth:`SICMH.training_recipe`):
 Where this differs from the paper: its task networks (Modified TrSeg, ViT)
 are fine-tuned with the fusion blocks; here the harness's task networks stay
 frozen, so every method is scored by the same networks, and the task loss is
-the cross-entropy against that network's own prediction on the uncompressed
-crop (the harness's training data are images without labels).
+taken against that network's own output on the uncompressed crop
+(:mod:`bench.tasks.losses`; the harness's training data are images without
+labels). Channel counts are ours: the paper's text gives none.
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ class SICMH(Method):
     ``rates`` are trained rate points 1, 2, ... (one network each, weights
     from ``checkpoints``: a mapping rate -> file or a folder with files named
     by ``checkpoint_pattern``). ``architecture`` gives the channel counts and
-    task heads (:class:`bench.methods.sicmh_model.Architecture`).
+    task heads (:class:`Architecture`).
     ``task_heads`` maps a harness task name to the fusion head that serves it;
     a task named like a head uses that head, any other task ``default_head``
     (none: such a task is refused).

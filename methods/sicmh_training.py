@@ -16,10 +16,11 @@ stage      trains                                          frozen               
 
 R_side and R are bits per pixel estimated from the likelihoods (additive
 noise), as the paper's losses; the validation after each stage codes held-out
-images to real bytes. MSE is on [0, 1] images. CE is the cross-entropy of the
-frozen harness task network on h̃'' against its own prediction on the
-uncompressed crop (the paper fine-tunes its task networks on labels; see
-:mod:`bench.methods.sicmh`).
+images to real bytes. MSE is on [0, 1] images. The task loss ("CE") is
+:mod:`bench.tasks.losses`' loss of the frozen harness task network on h̃''
+against its own output on the uncompressed crop: cross-entropy for
+classifiers and segmenters, the training losses for detectors (the paper
+fine-tunes its task networks on labels; see :mod:`bench.methods.sicmh`).
 
 Recipe settings (``conf/recipe/sicmh.yaml``): ``rate_points`` (per rate:
 ``side_lambda``, ``fine_lambda``), ``run`` (the stages to run, in order; the
@@ -42,7 +43,9 @@ import torch.nn.functional as F
 
 from bench import metrics as M
 from bench.methods.base import HUMAN, CodecError
+from bench.methods.learned_losses import bits_per_pixel
 from bench.methods.sicmh import BASE_STREAMS, COARSE
+from bench.tasks.losses import TaskLoss, loss_for
 from bench.training import Batch, Recipe, Stage, TrainingError
 
 if TYPE_CHECKING:
@@ -53,30 +56,16 @@ if TYPE_CHECKING:
 STAGES = ("side", "heads", "coarse", "fine")
 
 
-def bits_per_pixel(bits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Bits of a batch over its pixels (N·H·W)."""
-    return bits / (x.shape[0] * x.shape[-2] * x.shape[-1])
+def task_loss_of(task: Task) -> TaskLoss:
+    """The differentiable loss through ``task``'s frozen network, or a TrainingError saying why there is none."""
+    try:
+        return loss_for(task)
+    except TypeError as exc:
+        raise TrainingError(f"sicmh: {exc}") from exc
 
 
-def check_trainable_through(task: Task) -> torch.nn.Module:
-    """The task's torch network, or a TrainingError saying why SICMH cannot train through it."""
-    if not callable(getattr(task, "logits", None)) or not isinstance(getattr(task, "network", None), torch.nn.Module):
-        raise TrainingError(
-            f"task {task.name!r} ({type(task).__name__}) has no differentiable logits(); SICMH trains its fusion "
-            "heads through torchvision classifiers and segmenters (e.g. task=resnet50)"
-        )
-    return task.network
-
-
-def distillation_loss(task: Task, machine_input: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the frozen task network on ``machine_input`` against its own labels for ``x``.
-
-    Any task with a differentiable ``logits`` (torchvision classifiers: N x K;
-    segmenters: N x C x H x W).
-    """
-    with torch.no_grad():
-        target = task.logits(x).argmax(1)
-    return F.cross_entropy(task.logits(machine_input), target)
+def pixels(x: torch.Tensor) -> int:
+    return x.shape[0] * x.shape[-2] * x.shape[-1]
 
 
 def rate_point(settings: Mapping[str, Any], rate: Any) -> dict[str, float]:
@@ -138,10 +127,10 @@ def build_recipe(method: SICMH, rate: Any, tasks: Sequence[Task], settings: Mapp
     unknown = [s for s in run if s not in STAGES]
     if unknown or len(set(run)) != len(run):
         raise TrainingError(f"sicmh: run must list distinct stages of {list(STAGES)}, got {run}")
-    heads: dict[str, Task] = {}
+    heads: dict[str, TaskLoss] = {}
     for task in tasks:
         try:
-            heads.setdefault(method.head_for(task.name), task)
+            heads.setdefault(method.head_for(task.name), task_loss_of(task))
         except CodecError as exc:
             raise TrainingError(str(exc)) from exc
     if not heads and {"side", "heads"} & set(run):
@@ -156,23 +145,24 @@ def build_recipe(method: SICMH, rate: Any, tasks: Sequence[Task], settings: Mapp
     if settings.get("init_encoder_from"):
         load_encoder_from_codec(net, settings["init_encoder_from"])
     net = net.to(device)
-    task_nets = {f"task:{task.name}": check_trainable_through(task) for task in heads.values()}
+    task_nets = {f"task:{loss.task.name}": loss.network for loss in heads.values()}
     first_head = next(iter(heads), None)
 
     def side_loss(batch: Batch) -> dict[str, torch.Tensor]:
+        task_loss = heads[first_head]
+        targets = task_loss.targets(batch.x)
         out = net(batch.x, heads=[first_head])
-        bpp = bits_per_pixel(out.bits(["h1", "h2"]), batch.x)
-        ce = distillation_loss(heads[first_head], out.machine[first_head], batch.x)
-        return {"loss": lambdas["side_lambda"] * bpp + ce, "bpp_side": bpp, "ce": ce}
+        bpp = bits_per_pixel(out.likelihoods, pixels(batch.x))
+        task = task_loss.loss(out.machine[first_head], targets)
+        return {"loss": lambdas["side_lambda"] * bpp + task, "bpp_side": bpp, "task": task}
 
     def heads_loss(batch: Batch) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             side = net.side(batch.x)
         terms = {}
-        for head, task in heads.items():
-            terms[f"ce.{head}"] = distillation_loss(
-                task, net.machine_input(head, side["h1_hat"], side["h2_hat"]), batch.x
-            )
+        for head, task_loss in heads.items():
+            machine_input = net.machine_input(head, side["h1_hat"], side["h2_hat"])
+            terms[f"task.{head}"] = task_loss.loss(machine_input, task_loss.targets(batch.x))
         return {"loss": sum(terms.values()), **terms}
 
     def coarse_loss(batch: Batch) -> dict[str, torch.Tensor]:
@@ -187,8 +177,7 @@ def build_recipe(method: SICMH, rate: Any, tasks: Sequence[Task], settings: Mapp
             x_coarse = net.coarse_reconstruction(side["h1_hat"], side["h2_hat"])
         enh = net.enhancement(batch.x - x_coarse, side["h1_hat"])
         mse = F.mse_loss(x_coarse + enh["x_r_hat"], batch.x)
-        likelihoods = [side["likelihoods"]["h1"], side["likelihoods"]["h2"], enh["likelihoods"]]
-        bpp = bits_per_pixel(sum(torch.log2(lik).sum() for lik in likelihoods) * -1.0, batch.x)
+        bpp = bits_per_pixel({**side["likelihoods"], "yr": enh["likelihoods"]}, pixels(batch.x))
         return {"loss": mse + lambdas["fine_lambda"] * bpp, "mse_fine": mse, "bpp": bpp}
 
     task_fusion = {f"fusion.{h}": net.fusion[h] for h in net.arch.heads}

@@ -55,7 +55,9 @@ STRINGS_PER_KEYFRAME = 2  # y, z
 STRINGS_PER_INTER = 4  # motion y, z; residual y, z
 
 
-def write_header(quality: int, frames: int, height: int, width: int, shape: Sequence[int], lengths: Sequence[int]) -> bytes:
+def write_header(
+    quality: int, frames: int, height: int, width: int, shape: Sequence[int], lengths: Sequence[int]
+) -> bytes:
     """The header stream: version, then varints (quality, frames, height, width, latent h, w, string lengths)."""
     out = bytearray([HEADER_VERSION])
     for value in (quality, frames, height, width, *shape, *lengths):
@@ -152,7 +154,9 @@ class SSF2020(CompressAICodec):
                 "or set checkpoints: {quality: path} or a directory of the zoo's file names"
             ) from exc
         except Exception as exc:  # a corrupt cached file
-            raise MethodUnavailable(f"{self._label(quality)}: cannot load {cached}: {type(exc).__name__}: {exc}") from exc
+            raise MethodUnavailable(
+                f"{self._label(quality)}: cannot load {cached}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def _load_checkpoint(self, quality: int, path: Path) -> torch.nn.Module:
         import torch

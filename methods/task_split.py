@@ -189,7 +189,7 @@ class SplitTaskNetwork:
         out = []
         with torch.no_grad():
             for img in images:
-                x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255)
+                x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
                 x = x.to(self.device)
                 out.extend(self.predictions(self.back(self.front(x), img.shape[:2])))
         return out

@@ -74,8 +74,9 @@ def test_detector_runs_under_autocast_with_plain_json(images):
         "det", model="fasterrcnn_mobilenet_v3_large_fpn", weights=None, device="cpu", score_threshold=0.0,
         min_size=96, max_size=128, autocast=True,
     )  # fmt: skip
+    images = images[:1]
     preds, counts = task.predict_with_counts(images)
-    assert counts == [{"dropped_nonfinite": 0}] * 2
+    assert counts == [{"dropped_nonfinite": 0}]
     json.dumps(preds, allow_nan=False)
     for pred, img in zip(preds, images):
         assert pred, "an untrained detector with threshold 0 still proposes boxes"

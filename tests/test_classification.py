@@ -233,6 +233,13 @@ def test_torchvision_classifier_offline_and_random_init(tmp_path: Path, monkeypa
     task.logits(x).sum().backward()
     assert x.grad is not None
 
+    # ResNet builders take no weights_backbone: random init and local state dicts must still build
+    task = cls.TorchvisionClassifier("r18", model="resnet18", weights=None, device="cpu")
+    assert len(task.predict([np.zeros((40, 40, 3), np.uint8)])[0]["top5"]) == 5
+    torch.save(task.network.state_dict(), tmp_path / "r18.pt")
+    local = cls.TorchvisionClassifier("r18", model="resnet18", weights=None, checkpoint=tmp_path / "r18.pt", device="cpu")
+    assert torch.equal(local.network.fc.weight, task.network.fc.weight)
+
 
 # ---------------------------------------------------------------- real models (shared assets)
 

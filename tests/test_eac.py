@@ -19,6 +19,7 @@ from bench.tasks.segmentation import TorchvisionSegmenter
 from bench.training import CropSampler, load_checkpoint, module_digests, train, train_job
 
 TINY = {"N": 8, "M": 12, "seed": 0}
+SMALL_MODULES = {"predictor_channels": 16, "adapter_channels": 16}
 
 
 @pytest.fixture(autouse=True)
@@ -29,11 +30,18 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+def _wake(method: EAC, quality: int) -> None:
+    """An untrained analysis transform gives |y| < 0.5 (ŷ all zero): scale it so the latent carries the image."""
+    with torch.no_grad():
+        method.backbone(quality).g_a[-1].weight.mul_(10)
+
+
 def tiny_eac(tasks=("cls", "seg"), rates=(1,), arch="bmshj2018-hyperprior", keep_all=False) -> EAC:
     """Seeded untrained backbone and predictors; adapters perturbed so that they change the image."""
-    method = EAC("eac", list(rates), tasks=list(tasks), backbone={"arch": arch}, untrained_backbone=TINY)
-    with torch.no_grad():  # an untrained analysis transform gives |y| < 0.5 (all of ŷ zero): make the latent speak
-        method.backbone(rates[0]).g_a[-1].weight.mul_(10)
+    method = EAC(
+        "eac", list(rates), tasks=list(tasks), backbone={"arch": arch}, untrained_backbone=TINY, **SMALL_MODULES
+    )
+    _wake(method, rates[0])
     for k, task in enumerate(tasks):
         torch.manual_seed(10 + k)
         modules = method.new_task_modules(rates[0])
@@ -155,9 +163,15 @@ def tiny_segmenter(name: str = "cls") -> TorchvisionSegmenter:
     """An untrained, seeded torchvision LR-ASPP at the crop's size: the frozen task network."""
     torch.manual_seed(0)
     task = TorchvisionSegmenter(
-        name, model="lraspp_mobilenet_v3_large", weights=None, num_classes=3, label_space=None, resize=None, device="cpu"
+        name,
+        model="lraspp_mobilenet_v3_large",
+        weights=None,
+        num_classes=3,
+        label_space=None,
+        resize=None,
+        device="cpu",
     )
-    task.network  # built now, under the seed
+    _ = task.network  # built now, under the seed
     return task
 
 
@@ -182,16 +196,18 @@ def test_each_training_stage_lowers_its_loss_and_leaves_frozen_networks_untouche
         with torch.no_grad():
             return float(stage.loss(batch)["loss"])
 
-    start = [loss_of(s) for s in recipe.stages]
+    start = loss_of(recipe.stages[0])
     predictor_before = module_digests(recipe.model.predictor)
-    train(recipe, sampler, {"predictor": settings["predictor"], "adapter": {**settings["adapter"], "steps": 0}}, tmp_path / "a")
-    assert loss_of(recipe.stages[0]) < start[0]
-    assert module_digests(recipe.model.predictor) != predictor_before
-    after_stage_one = loss_of(recipe.stages[1])
+    only = {"predictor": settings["predictor"], "adapter": {**settings["adapter"], "steps": 0}}
+    train(recipe, sampler, only, tmp_path / "stage1")
+    assert loss_of(recipe.stages[0]) < start
     predictor_trained = module_digests(recipe.model.predictor)
-    recipe2, _, _ = recipe, None, None
-    train(recipe2, sampler, settings, tmp_path / "b", resume=False)
-    assert loss_of(recipe.stages[1]) < after_stage_one
+    assert predictor_trained != predictor_before
+    start = loss_of(recipe.stages[1])
+    only = {"predictor": {**settings["predictor"], "steps": 0}, "adapter": settings["adapter"]}
+    train(recipe, sampler, only, tmp_path / "stage2")
+    assert loss_of(recipe.stages[1]) < start
+    assert module_digests(recipe.model.predictor) == predictor_trained  # stage 2 froze the predictor
     # frozen: backbone and task network bit-identical; stage 2 left the predictor alone
     assert module_digests(backbone) == before["backbone"] and module_digests(network) == before["task"]
     assert not any(p.requires_grad for p in [*backbone.parameters(), *network.parameters()])
@@ -209,10 +225,21 @@ def test_a_trained_checkpoint_is_what_the_method_loads(photo_folder, tmp_path):
     assert figures["psnr/human"] > 0 and np.isfinite(figures["loss/cls"])
     ckpt = load_checkpoint(tmp_path / "run" / "model.pt")
     assert ckpt["validation"]["adapter"] == figures
-    loaded = EAC("eac", [1], tasks=["cls"], untrained_backbone=TINY, checkpoints=tmp_path, checkpoint_pattern="run/model.pt")
+    loaded = EAC(
+        "eac",
+        [1],
+        ["cls"],
+        untrained_backbone=TINY,
+        checkpoints=tmp_path,
+        checkpoint_pattern="run/model.pt",
+        **SMALL_MODULES,
+    )
     assert loaded.unavailable_reason() is None
+    _wake(loaded, 1)
     image = val[0]
-    np.testing.assert_array_equal(loaded.decode(loaded.encode(image, 1), "cls"), method.decode(method.encode(image, 1), "cls"))
+    np.testing.assert_array_equal(
+        loaded.decode(loaded.encode(image, 1), "cls"), method.decode(method.encode(image, 1), "cls")
+    )
 
 
 def test_python_m_bench_train_runs_the_recipe_from_config(photo_folder, tmp_path):
@@ -221,6 +248,8 @@ def test_python_m_bench_train_runs_the_recipe_from_config(photo_folder, tmp_path
         "method.tasks=[tiny]",
         "method.untrained_backbone={N: 8, M: 12, seed: 0}",
         "method.rates=[2]",
+        "method.predictor_channels=16",
+        "method.adapter_channels=16",
         "rate=2",
         "dataset=folder",
         f"dataset.root={photo_folder}",
@@ -246,5 +275,5 @@ def test_python_m_bench_train_runs_the_recipe_from_config(photo_folder, tmp_path
     out = tmp_path / "icmh" / "tiny" / "rate-2"
     assert result.finished and result.out_dir == out
     ckpt = load_checkpoint(out / "model.pt")
-    assert ckpt["config"]["recipe"]["lambdas"][2] == 0.15 and ckpt["config"]["rate"] == 2
+    assert ckpt["config"]["recipe"]["lambdas"][2] == 1.5 and ckpt["config"]["rate"] == 2
     assert set(ckpt["validation"]) == {"predictor", "adapter"}

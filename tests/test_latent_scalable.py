@@ -7,7 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from compressai.ops import compute_padding
-from learned_method_fixtures import fixed_batch, module_digests, small_photos, tiny_classifier, train_briefly
+from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an autouse fixture
+    fixed_batch,
+    module_digests,
+    one_torch_thread,
+    small_photos,
+    tiny_classifier,
+    train_briefly,
+)
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction, MethodUnavailable
 from bench.methods.compressai_codecs import _to_tensor, _to_uint8
@@ -97,8 +104,17 @@ def test_the_human_cannot_decode_without_the_enhancement_layer(method, image):
 def test_bad_configs_and_missing_weights_say_what_is_wrong(task, tmp_path):
     with pytest.raises(ValueError, match="base_channels"):
         LatentScalable("ls", [1], machine_task=task, N=16, M=24, base_channels=24)
-    missing = LatentScalable("ls", [1, 2], machine_task=task, split=SPLIT, N=16, M=24, base_channels=8,
-                             checkpoints=str(tmp_path), checkpoint_pattern="rate-{quality}/model.pt")
+    missing = LatentScalable(
+        "ls",
+        [1, 2],
+        machine_task=task,
+        split=SPLIT,
+        N=16,
+        M=24,
+        base_channels=8,
+        checkpoints=str(tmp_path),
+        checkpoint_pattern="rate-{quality}/model.pt",
+    )
     why = missing.unavailable_reason()
     assert "rate-1/model.pt" in why and "[1, 2]" in why and "bench train" in why
     assert "no machine task" in LatentScalable("ls", [1]).unavailable_reason()
@@ -107,7 +123,11 @@ def test_bad_configs_and_missing_weights_say_what_is_wrong(task, tmp_path):
 def test_training_lowers_the_loss_keeps_the_task_network_frozen_and_writes_a_usable_checkpoint(task, photos, tmp_path):
     dataset = small_photos(tmp_path / "img", photos)
     method = LatentScalable("latent-scalable", [1], machine_task=task, split=SPLIT, N=16, M=24, base_channels=8)
-    settings = {"lambdas": [0.01], "feature_weight": 10.0, "stages": {"joint": {"lr": 2e-3, "batch_size": 2, "steps": 12}}}
+    settings = {
+        "lambdas": [0.01],
+        "feature_weight": 10.0,
+        "stages": {"joint": {"lr": 2e-3, "batch_size": 2, "steps": 12}},
+    }
     torch.manual_seed(0)
     recipe = method.training_recipe(1, [task], settings, "cpu")
     assert [s.name for s in recipe.stages] == ["joint"] and "task" in recipe.stages[0].frozen
@@ -124,11 +144,27 @@ def test_training_lowers_the_loss_keeps_the_task_network_frozen_and_writes_a_usa
     figures = result.validation["joint"]
     assert figures["bpp_cls"] < figures["bpp_human"]  # measured on real bytes
 
-    trained = LatentScalable("latent-scalable", [1], machine_task=task, split=SPLIT, N=16, M=24, base_channels=8,
-                             checkpoints={1: str(tmp_path / "out" / "model.pt")})
+    trained = LatentScalable(
+        "latent-scalable",
+        [1],
+        machine_task=task,
+        split=SPLIT,
+        N=16,
+        M=24,
+        base_channels=8,
+        checkpoints={1: str(tmp_path / "out" / "model.pt")},
+    )
     assert trained.unavailable_reason() is None
     image = dataset.load(dataset.samples()[-1])
     assert trained.encode(image, 1).streams == method.encode(image, 1).streams
     with pytest.raises(MethodUnavailable, match="does not fit"):
-        LatentScalable("ls", [1], machine_task=task, split=SPLIT, N=16, M=24, base_channels=4,
-                       checkpoints={1: str(tmp_path / "out" / "model.pt")}).network(1)
+        LatentScalable(
+            "ls",
+            [1],
+            machine_task=task,
+            split=SPLIT,
+            N=16,
+            M=24,
+            base_channels=4,
+            checkpoints={1: str(tmp_path / "out" / "model.pt")},
+        ).network(1)

@@ -347,7 +347,7 @@ def test_recipe_errors_are_named():
         m.training_recipe(1, [], RECIPE, "cpu")
     with pytest.raises(TrainingError, match="no fusion head for task 'detection'"):
         m.training_recipe(1, [DominantChannel("detection")], RECIPE, "cpu")
-    with pytest.raises(TrainingError, match="has no differentiable logits"):
+    with pytest.raises(TrainingError, match="has no differentiable network to train against"):
         m.training_recipe(1, [DominantChannel("seg")], {**RECIPE, "run": ["heads"]}, "cpu")
     only_images = m.training_recipe(1, [], {**RECIPE, "run": ["coarse", "fine"]}, "cpu")
     assert [s.name for s in only_images.stages] == ["coarse", "fine"]

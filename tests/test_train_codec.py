@@ -21,8 +21,17 @@ from bench.methods.compressai_codecs import CompressAICodec, _to_tensor, _to_uin
 from bench.train_codec import Trainer, TrainError, build_model, load_config, main, read_checkpoint  # noqa: E402
 from bench.train_data import CropSampler, scan_images  # noqa: E402
 
-TINY = ["N=8", "M=12", "patch_size=64", "batch_size=2", "log_every=0", "val_every_minutes=0",
-        "checkpoint_every_minutes=0", "lr=1e-3", "threads=1"]
+TINY = [
+    "N=8",
+    "M=12",
+    "patch_size=64",
+    "batch_size=2",
+    "log_every=0",
+    "val_every_minutes=0",
+    "checkpoint_every_minutes=0",
+    "lr=1e-3",
+    "threads=1",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -164,7 +173,13 @@ def test_export_writes_fp16_weights_with_tables_and_a_sidecar(exported):
     meta = json.loads(sidecar.read_text())
     assert meta["sha256"] == sha256_of(weights) and meta["bytes"] == weights.stat().st_size
     assert (meta["arch"], meta["quality"], meta["lmbda"], meta["steps"], meta["N"], meta["M"]) == (
-        "bmshj2018-hyperprior", 2, 0.0035, 4, 8, 12)
+        "bmshj2018-hyperprior",
+        2,
+        0.0035,
+        4,
+        8,
+        12,
+    )
     assert meta["validation"]["step"] == 4 and meta["validation"]["val_bpp"] > 0
     assert meta["training"]["data"]["train"]["usable"] == 3
 
@@ -213,3 +228,52 @@ def test_cli_export_needs_a_run_dir(capsys):
     assert "export needs run_dir=DIR" in capsys.readouterr().err
     assert main(["export", "run_dir=/nonexistent/run"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_fetch_checks_released_files_and_says_what_to_do_without_a_release(exported, tmp_path):
+    from bench.codec_weights import fetch_release
+    from bench.fetch import FetchError
+
+    _, weights, sidecar = exported
+    pattern = "bmshj2018-hyperprior-mse-q{quality}.pth"
+    assert fetch_release(weights.parent, None, [2], pattern) == [weights]
+    (tmp_path / sidecar.name).write_text(sidecar.read_text())
+    with pytest.raises(FetchError, match=r"q2.pth is missing and no release_url is configured"):
+        fetch_release(tmp_path, None, [2], pattern)
+    with pytest.raises(FetchError, match=r"q3.json: no sidecar"):
+        fetch_release(tmp_path, "https://example.invalid/releases", [3], pattern)
+
+
+def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path, image_dirs):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    train, val = image_dirs
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "bench", "train-codec", *TINY, "log_every=1", "steps=100000",
+           f"data=[{train}]", f"val_data=[{val}]", f"out_dir={out}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ((out / "train.log").is_file() and "step 3:" in (out / "train.log").read_text()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    step = read_checkpoint(out / "last.pt")["step"]
+    assert 3 <= step < 100000
+    Trainer(_cfg(tmp_path, image_dirs, f"steps={step + 1}")).run()
+    assert read_checkpoint(out / "last.pt")["step"] == step + 1
+
+
+def test_init_from_an_exported_file_starts_from_its_weights(exported, tmp_path, image_dirs):
+    _, weights, _ = exported
+    trainer = Trainer(_cfg(tmp_path, image_dirs, "quality=2", f"init_from={weights}"))
+    trainer.resume_or_init()
+    shipped = read_state_dict(weights)
+    for key, value in trainer.net.state_dict().items():
+        assert torch.equal(value, shipped[key].to(value.dtype)), key

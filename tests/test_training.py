@@ -141,7 +141,9 @@ def test_frozen_modules_are_verified_unchanged(data, tmp_path):
 
 def test_a_frozen_module_that_changes_is_detected_with_a_clear_error(data, tmp_path):
     recipe, _ = toy_recipe(break_frozen=True)
-    with pytest.raises(FrozenModuleError, match=r"stage 'b' declares these modules frozen.*task: weights changed: .*running_mean"):
+    with pytest.raises(
+        FrozenModuleError, match=r"stage 'b' declares these modules frozen.*task: weights changed: .*running_mean"
+    ):
         _run(data, tmp_path, recipe)
 
 
@@ -149,7 +151,9 @@ def test_training_a_frozen_parameter_is_refused(data, tmp_path):
     recipe, task = toy_recipe()
     recipe.model.task = task  # the "frozen" task network is now also a submodule the stage trains
     recipe.stages[0].trains = ["net", "task"]
-    with pytest.raises(FrozenModuleError, match=r"stage 'a' trains task.0.weight, a parameter of the frozen module 'task'"):
+    with pytest.raises(
+        FrozenModuleError, match=r"stage 'a' trains task.0.weight, a parameter of the frozen module 'task'"
+    ):
         _run(data, tmp_path, recipe)
 
 
@@ -172,3 +176,23 @@ def test_stage_settings_are_checked():
     s = StageSettings.from_config("x", {"lr": 1e-4, "batch_size": 96, "epochs": 5, "milestones": [0.8]})
     total = s.total_steps(960)  # 10 steps an epoch
     assert total == 50 and s.lr_at(39, total) == 1e-4 and s.lr_at(40, total) == pytest.approx(1e-5)
+
+
+def test_running_a_finished_run_again_trains_nothing_and_restores_model_pt(data, tmp_path):
+    recipe, _ = toy_recipe()
+    _run(data, tmp_path, recipe)
+    weights = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    (tmp_path / "model.pt").unlink()  # e.g. killed between the last checkpoint and the final file
+    again, _ = toy_recipe(seed=5)
+    result = _run(data, tmp_path, again)
+    assert result.finished and result.steps == {"a": 4, "b": 4}
+    restored = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(weights[k], restored[k]) for k in weights)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny networks: threads only contend
+    yield
+    torch.set_num_threads(n)

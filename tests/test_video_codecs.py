@@ -18,7 +18,7 @@ import pytest
 from bench import video_metrics as VM
 from bench.methods.base import Bitstream, CodecError, MethodUnavailable
 from bench.methods.video_codecs import CODECS, PyAVVideoCodec, VTMVideo
-from bench.video import Clip, yuv420_planes
+from bench.video import Clip, pad_to_even, rgb_to_yuv420, yuv420_planes, yuv420_to_rgb
 from tests.video_fixtures import moving_shapes
 
 ODD = (6, 45, 63)  # frames, height, width: odd sizes exercise the even-padding rule
@@ -40,7 +40,7 @@ def packets_and_pictures(data: bytes, muxer: str) -> tuple[str, list[int], list[
         name = stream.codec_context.name
         packets = [p for p in container.demux(stream) if p.size]
     with av.open(io.BytesIO(data), format=muxer) as container:
-        pictures = [str(f.pict_type).split(".")[-1] for f in container.decode(video=0)]
+        pictures = [av.video.frame.PictureType(f.pict_type).name for f in container.decode(video=0)]
     return name, [p.size for p in packets], pictures
 
 
@@ -98,8 +98,9 @@ def test_yuv420_planes_are_bt601_limited_range_with_box_chroma(clip):
     luma = rgb @ np.array([0.299, 0.587, 0.114])
     cb, cr = (rgb[..., 2] - luma) / 1.772, (rgb[..., 0] - luma) / 1.402
     box = lambda p: p.reshape(22, 2, 31, 2).mean(axis=(1, 3))  # noqa: E731
-    assert np.abs(y - (16 + 219 * luma)).max() <= 0.51
-    assert np.abs(u - box(128 + 224 * cb)).max() <= 0.51 and np.abs(v - box(128 + 224 * cr)).max() <= 0.51
+    # rounded to the nearest code value, up to swscale's fixed-point arithmetic
+    for plane, exact in ((y, 16 + 219 * luma), (u, box(128 + 224 * cb)), (v, box(128 + 224 * cr))):
+        assert np.abs(plane - exact).max() < 0.6 and np.abs(plane - exact).mean() < 0.3
 
 
 def ffmpeg_psnr_yuv420(a: np.ndarray, b: np.ndarray) -> float:
@@ -116,7 +117,9 @@ def ffmpeg_psnr_yuv420(a: np.ndarray, b: np.ndarray) -> float:
     for i, (fa, fb) in enumerate(zip(a, b)):
         for k, frame in enumerate((fa, fb)):
             planes = yuv420_planes(frame)
-            yuv = av.VideoFrame.from_ndarray(np.concatenate([planes[0], *(p.reshape(-1, w) for p in planes[1:])]), format="yuv420p")
+            yuv = av.VideoFrame.from_ndarray(
+                np.concatenate([planes[0], *(p.reshape(-1, w) for p in planes[1:])]), format="yuv420p"
+            )
             yuv.pts = i
             src[k].push(yuv)
         meta = sink.pull().metadata
@@ -263,7 +266,9 @@ def test_vtm_video_sends_the_whole_clip_as_one_420_sequence(tmp_path, clip):
     assert coarse.num_bytes() < lossless.num_bytes()
     decoded = method.decode(lossless)
     assert decoded.shape == clip.shape
-    assert VM.psnr_yuv420(decoded, clip) > 45  # QP 0 in the fake is lossless: only the RGB round trip is left
+    # QP 0 in the fake is lossless: what comes back is exactly the 4:2:0 frames sent, back in RGB and cropped
+    sent = [yuv420_to_rgb(rgb_to_yuv420(f))[:45, :63] for f in pad_to_even(np.asarray(clip))]
+    assert np.array_equal(decoded, np.stack(sent))
 
     missing = VTMVideo("vtm-video", [32], vtm_dir=str(tmp_path / "none"))
     with pytest.raises(MethodUnavailable, match="EncoderAppStatic"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np

@@ -69,6 +69,16 @@ class SegmentationLoss(ClassificationLoss):
     """Per-pixel cross-entropy against the label map predicted on ``x``."""
 
 
+class ESPNetLoss(SegmentationLoss):
+    """ESPNet reads pixels in [0, 255] and predicts at its own input size: the loss is taken there."""
+
+    def targets(self, x: torch.Tensor) -> torch.Tensor:
+        return super().targets(x * 255.0)
+
+    def loss(self, x_hat: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return super().loss(x_hat * 255.0, targets)
+
+
 @contextmanager
 def _train_mode_with_frozen_norms(net: torch.nn.Module) -> Iterator[None]:
     """torchvision detectors return their losses only in train mode; keep BatchNorm statistics untouched."""
@@ -131,15 +141,17 @@ def loss_for(task: Task, **options: Any) -> TaskLoss:
     """The differentiable loss of ``task``'s network; a clear error for a network that has none here."""
     from bench.tasks.classification import TorchvisionClassifier
     from bench.tasks.detection import TorchvisionDetector
-    from bench.tasks.segmentation import TorchvisionSegmenter
+    from bench.tasks.segmentation import ESPNetSegmenter, TorchvisionSegmenter
 
     if isinstance(task, TorchvisionDetector):
         return DetectionLoss(task, **options)
     if isinstance(task, TorchvisionSegmenter):
         return SegmentationLoss(task)
+    if isinstance(task, ESPNetSegmenter):
+        return ESPNetLoss(task)
     if isinstance(task, TorchvisionClassifier):
         return ClassificationLoss(task)
     raise TypeError(
         f"task {task.name!r} ({type(task).__name__}) has no differentiable network to train against; "
-        "use a torchvision task (TorchvisionClassifier, TorchvisionSegmenter, TorchvisionDetector)"
+        "use a torchvision task (TorchvisionClassifier, TorchvisionSegmenter, TorchvisionDetector) or ESPNet"
     )

@@ -112,8 +112,14 @@ class MatchResult:
     matched: bool
 
 
-def match(query: LocalFeatures, reference: LocalFeatures, ratio: float = 0.8, ransac_threshold: float = 3.0,
-          min_inliers: int = 15, corner_tolerance: float = 5.0) -> MatchResult:
+def match(
+    query: LocalFeatures,
+    reference: LocalFeatures,
+    ratio: float = 0.8,
+    ransac_threshold: float = 3.0,
+    min_inliers: int = 15,
+    corner_tolerance: float = 5.0,
+) -> MatchResult:
     """Ratio-test matches, RANSAC homography, and whether it verifies (see the module docstring)."""
     if query.detector != reference.detector:
         raise ValueError(f"cannot match {query.detector} descriptors against {reference.detector} ones")

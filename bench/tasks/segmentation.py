@@ -536,6 +536,16 @@ def torchvision_weights_problem(arch: str, weights: Any, checkpoint: str | os.Pa
     )
 
 
+def _without_backbone_weights(arch: str) -> dict[str, Any]:
+    """``weights_backbone=None`` for builders that take it (detection, segmentation); classifiers reject it."""
+    import inspect
+
+    import torchvision
+
+    builder = torchvision.models.get_model_builder(arch)
+    return {"weights_backbone": None} if "weights_backbone" in inspect.signature(builder).parameters else {}
+
+
 def load_torchvision(arch: str, weights: Any, checkpoint: str | os.PathLike | None, **kwargs: Any) -> Any:
     """Build a torchvision model and load its weights, never downloading anything."""
     import torch
@@ -553,11 +563,11 @@ def load_torchvision(arch: str, weights: Any, checkpoint: str | os.PathLike | No
                 state = state[key]
         if any(k.startswith("aux_classifier.") for k in state):
             kwargs.setdefault("aux_loss", True)
-        net = torchvision.models.get_model(arch, weights=None, weights_backbone=None, **kwargs)
+        net = torchvision.models.get_model(arch, weights=None, **_without_backbone_weights(arch), **kwargs)
         net.load_state_dict(state, strict=True)
         return net
     if weights is None:
-        return torchvision.models.get_model(arch, weights=None, weights_backbone=None, **kwargs)
+        return torchvision.models.get_model(arch, weights=None, **_without_backbone_weights(arch), **kwargs)
     try:
         return torchvision.models.get_model(arch, weights=weights, **kwargs)
     except Exception as exc:  # a corrupt or truncated cached file
