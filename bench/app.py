@@ -111,6 +111,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     reason = method.unavailable_reason()
     if reason:
         raise UserError(f"method {method.name!r} cannot run here: {reason}")
+    coded, held = getattr(method, "media", "image"), getattr(dataset, "media", "image")  # video: clips
+    if coded != held:
+        raise UserError(
+            f"method {method.name!r} codes {coded}s but dataset {dataset.name!r} holds {held}s: "
+            "choose a method and a dataset of the same kind (`python -m bench list`)"
+        )
     try:
         samples = dataset.samples()
     except DatasetUnavailable as exc:

@@ -18,6 +18,8 @@ from bench.video import VIDEO_EXTENSIONS, Clip, FrameSampler, read_clip
 class VideoDataset(ImageDataset):
     """Samples that load as :class:`~bench.video.Clip` (``T x H x W x 3`` uint8 RGB) through one sampler."""
 
+    media = "video"  # the runner pairs it with video methods only
+
     def __init__(
         self,
         frames: int | None = 16,

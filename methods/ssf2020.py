@@ -97,6 +97,7 @@ class SSF2020(CompressAICodec):
 
     uses_torch: ClassVar[bool] = True
     min_div: ClassVar[int] = MIN_DIV
+    media: ClassVar[str] = "video"  # codes clips (T x H x W x 3), not images
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -123,6 +123,7 @@ class PyAVVideoCodec(Method):
     """One FFmpeg video encoder in its low-delay configuration; rate = CRF or QP (higher: fewer bytes)."""
 
     family = Family.SBAR
+    media: ClassVar[str] = "video"  # codes clips (T x H x W x 3), not images
 
     def __init__(
         self,
@@ -258,6 +259,8 @@ class VTMVideo(VTM):
     (``-f T``, ``-fr`` the rounded frame rate); the bitstream file is the
     bytes; the decoder's 8-bit output is converted back and cropped.
     """
+
+    media: ClassVar[str] = "video"
 
     def __init__(
         self,

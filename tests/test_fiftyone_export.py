@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from bench import metrics
+from bench.datasets.coco import COCO80 as CATEGORY_NAMES
 from bench.fiftyone_export import ExportError, Run, export_run, field_name
 
 pytest.importorskip("fiftyone", reason='FiftyOne is not installed: pip install "hmc-bench[fiftyone]"')
@@ -97,6 +98,44 @@ def test_export_reads_back_samples_fields_and_boxes(run_json, fiftyone, tmp_path
         assert (
             export_run(run_json, out=tmp_path / "r2", name=name, rates=["80"], limit=1, overwrite=True)["samples"] == 2
         )
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def test_coco_ground_truth_boxes_and_masks(fiftyone, tmp_path):
+    """A COCO run's ground truth: every annotation a box (normalised) with its polygon as a mask cropped to it."""
+    from hydra import compose, initialize_config_module
+    from test_detection import make_coco
+
+    from bench.app import run_job
+
+    fo = fiftyone
+    data = make_coco(tmp_path / "coco", n_images=2)
+    overrides = [
+        "method=jpeg", "dataset=coco", f"dataset.root={tmp_path / 'coco'}", "method.rates=[50]",
+        f"results_dir={tmp_path / 'results'}", "progress=false", "workers=1",
+    ]  # fmt: skip
+    with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+        run_job(compose("config", overrides=overrides))
+    name = f"hmc-bench-test-coco-{os.getpid()}"
+    try:
+        export_run(tmp_path / "results" / "coco" / "jpeg.json", out=tmp_path / "recon", name=name)
+        ds = fo.load_dataset(name)
+        assert len(ds) == 4 and sorted(ds.distinct("rate")) == ["50", "uncompressed"]
+        image = data["images"][0]
+        anns = [a for a in data["annotations"] if a["image_id"] == image["id"]]
+        sample = ds.match({"image_id": image["file_name"], "rate": "50"}).first()
+        boxes = sample.ground_truth.detections
+        assert len(boxes) == len(anns)
+        names = dict(CATEGORY_NAMES)
+        for det, ann in zip(boxes, anns):
+            x, y, w, h = ann["bbox"]
+            assert det.label == names[ann["category_id"]] and det.iscrowd == ann["iscrowd"]
+            assert det.bounding_box == pytest.approx(
+                [x / image["width"], y / image["height"], w / image["width"], h / image["height"]]
+            )
+            assert det.mask.shape == (int(h), int(w)) and det.mask.mean() > 0.9  # a filled rectangle
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)

@@ -1,4 +1,4 @@
-"""facenet-pytorch: MTCNN finds the astronaut and sweeps through the CLI; FaceNet weights fail offline with a message."""
+"""facenet-pytorch: MTCNN finds the astronaut and sweeps through the CLI; FaceNet weights fail offline, clearly."""
 
 from __future__ import annotations
 

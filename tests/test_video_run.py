@@ -219,6 +219,13 @@ def test_a_clip_that_is_not_a_clip_is_one_error_row():
     assert "expected a T x H x W x 3 uint8 clip" in result.human[0]["error"]
 
 
+def test_an_image_codec_on_a_video_dataset_is_one_clear_error(tmp_path, ucf_tree):
+    res = bench("run", "method=jpeg", "dataset=ucf101", f"dataset.root={ucf_tree}", f"results_dir={tmp_path}",
+                cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "method 'jpeg' codes images but dataset 'ucf101' holds videos" in res.stderr
+
+
 def test_fetch_ucf101_offline_is_one_clear_message(tmp_path):
     env = {"https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": ""}
     res = bench("fetch", "ucf101", "--root", str(tmp_path / "ucf101"), cwd=tmp_path, env=env, timeout=120)

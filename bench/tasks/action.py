@@ -29,19 +29,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.tasks.base import Task, TaskUnavailable
+from bench.tasks.base import Task
 from bench.tasks.classification import ClassificationTask, class_prediction, evaluate_topk
-from bench.tasks.segmentation import (
-    TorchvisionNetwork,
-    load_torchvision,
-    torchvision_weights,
-    torchvision_weights_problem,
-)
+from bench.tasks.segmentation import TorchvisionNetwork, torchvision_weights
 
 ACTION = "action"
 FRAME_CLASSIFICATION = "frame-classification"
@@ -99,29 +93,6 @@ class VideoClassifier(TorchvisionNetwork, ClassificationTask):
         self.preset = (self.weights or torchvision_weights(model, transforms_from)).transforms()
         self.device_name = device
         self._network = None
-
-    @property
-    def network(self) -> Any:
-        """The torch module (eval mode), loaded on first use; never downloads."""
-        if self._network is None:
-            if self.checkpoint is None and self.weights is not None:
-                net = load_torchvision(self.arch, self.weights, None)
-            else:  # video builders take no weights_backbone: built here, then the local state dict if any
-                import torch
-                import torchvision
-
-                why = torchvision_weights_problem(self.arch, None, self.checkpoint)
-                if why:
-                    raise TaskUnavailable(why)
-                net = torchvision.models.get_model(self.arch, weights=None, num_classes=self.num_classes)
-                if self.checkpoint is not None:
-                    state = torch.load(Path(self.checkpoint).expanduser(), map_location="cpu", weights_only=True)
-                    for key in ("state_dict", "model"):  # training checkpoints wrap the state_dict
-                        if isinstance(state, dict) and isinstance(state.get(key), dict):
-                            state = state[key]
-                    net.load_state_dict(state, strict=True)
-            self._network = net.eval().to(self.device)
-        return self._network
 
     def logits(self, clips: Any) -> Any:
         """N x T x 3 x H x W uint8 (or float in [0, 1]) -> N x classes logits, via the weights' preprocessing."""
