@@ -161,25 +161,33 @@ def decode_yolox(output: np.ndarray, input_hw: tuple[int, int], strides: Sequenc
     return boxes, scores
 
 
+def nanodet_output_roles(
+    shapes: Sequence[Sequence[int]], input_hw: tuple[int, int], strides: Sequence[int], num_bins: int
+) -> tuple[list[int], list[int]]:
+    """Indices of the class-score and box-distribution outputs per stride, from per-image ``[N, C]`` shapes."""
+    cls, reg = [], []
+    for s in strides:
+        n = math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s)
+        box = [i for i, sh in enumerate(shapes) if tuple(sh) == (n, 4 * num_bins)]
+        score = [i for i, sh in enumerate(shapes) if len(sh) == 2 and sh[0] == n and sh[1] != 4 * num_bins]
+        if len(box) != 1 or len(score) != 1:
+            raise ValueError(
+                f"NanoDet outputs {[tuple(sh) for sh in shapes]}: expected one [{n}, C] and one "
+                f"[{n}, {4 * num_bins}] for stride {s}"
+            )
+        cls.append(score[0])
+        reg.append(box[0])
+    return cls, reg
+
+
 def split_nanodet_outputs(
     outputs: Sequence[np.ndarray], input_hw: tuple[int, int], strides: Sequence[int], num_bins: int
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Class-score and box-distribution tensors per stride, found by shape (export names are unreliable)."""
     arrays = [np.asarray(o, dtype=np.float32) for o in outputs]
     arrays = [a[0] if a.ndim == 3 and a.shape[0] == 1 else a for a in arrays]
-    cls, reg = [], []
-    for s in strides:
-        n = math.ceil(input_hw[0] / s) * math.ceil(input_hw[1] / s)
-        box = [a for a in arrays if a.ndim == 2 and a.shape == (n, 4 * num_bins)]
-        score = [a for a in arrays if a.ndim == 2 and a.shape[0] == n and a.shape[1] != 4 * num_bins]
-        if len(box) != 1 or len(score) != 1:
-            shapes = [a.shape for a in arrays]
-            raise ValueError(
-                f"NanoDet outputs {shapes}: expected one [{n}, C] and one [{n}, {4 * num_bins}] for stride {s}"
-            )
-        cls.append(score[0])
-        reg.append(box[0])
-    return cls, reg
+    cls, reg = nanodet_output_roles([a.shape for a in arrays], input_hw, strides, num_bins)
+    return [arrays[i] for i in cls], [arrays[i] for i in reg]
 
 
 def decode_nanodet(
@@ -530,6 +538,71 @@ class OnnxDetector(CocoDetectionTask):
                 # outputs with a leading batch dim are sliced; NanoDet-320's [N, C] ones belong to the one image
                 per_image = [r[k] if r.ndim == 3 else r for r in raw]
                 out.append(self._to_prediction(per_image, geometry, img.shape[:2]))
+        return out
+
+    # --- the same network in torch, differentiable (training through it) ---
+    def torch_network(self) -> torch.nn.Module:
+        """The ONNX file converted by onnx2torch (:mod:`bench.tasks.onnx_torch`): frozen, eval mode, cached."""
+        if not self.model.is_file():
+            raise TaskUnavailable(f"task {self.name!r}: {self._missing_model_message()}")
+        from bench.tasks.onnx_torch import load_onnx_module
+
+        return load_onnx_module(self.model)
+
+    def torch_preprocess(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+        """:meth:`preprocess` in torch ops: ``B x 3 x h x w`` RGB in [0, 1] -> the network input, and the geometry.
+
+        Bilinear resizing with half-pixel centres, as OpenCV's; it works on
+        floats, where :meth:`preprocess` resizes 8-bit pixels (differences up to
+        half a grey level).
+        """
+        import torch.nn.functional as F
+
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"task {self.name!r}: torch input must be B x 3 x H x W (RGB), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        H, W = self.input_hw
+        img = x * 255.0
+        if self.channel_order == "bgr":
+            img = img.flip(1)
+        if self.resize == "stretch":
+            nh, nw, geometry = H, W, (W / w, H / h, 0.0, 0.0)
+        else:
+            r = min(H / h, W / w)
+            nh, nw = max(1, int(h * r)), max(1, int(w * r))
+        if (nh, nw) != (h, w):
+            img = F.interpolate(img, size=(nh, nw), mode="bilinear", align_corners=False, antialias=False)
+        if self.resize == "letterbox":
+            dy, dx = ((H - nh) // 2, (W - nw) // 2) if self.letterbox_position == "center" else (0, 0)
+            img = F.pad(img, (dx, W - nw - dx, dy, H - nh - dy), value=self.pad_value)
+            geometry = (r, r, float(dx), float(dy))
+        if self.mean is not None:
+            mean = img.new_tensor(self.mean).view(1, 3, 1, 1)
+            std = img.new_tensor(self.std).view(1, 3, 1, 1)
+            img = (img - mean) / std
+        return img, geometry
+
+    def torch_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], tuple[float, float, float, float]]:
+        """The raw head outputs (``[B, N, C]`` each, as onnxruntime's) on ``B x 3 x h x w`` RGB in [0, 1]."""
+        net = self.torch_network().to(x.device)
+        inputs, geometry = self.torch_preprocess(x)
+        return net(inputs), geometry
+
+    def torch_predict(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """:meth:`predict` with the torch network in place of onnxruntime, same pre- and postprocessing.
+
+        A check of the conversion: both give the same detections.
+        """
+        import torch
+
+        net = self.torch_network()
+        device = next(net.parameters()).device
+        out: list[Any] = []
+        for img in images:
+            x, geometry = self.preprocess(img)
+            with torch.no_grad():
+                raw = net(torch.from_numpy(x[None]).to(device))
+            out.append(self._to_prediction([r[0].float().cpu().numpy() for r in raw], geometry, img.shape[:2]))
         return out
 
     def describe(self) -> str:

@@ -3,10 +3,11 @@
 A learned human-machine method is trained with the task's own loss on what it
 decodes, ``D(f_φ(x̂), G)``, the task network ``f_φ`` frozen. ``G`` here is
 the frozen network's own output on the uncompressed crop (its top-1 class,
-its per-pixel labels, its detections above a score threshold): it needs no
-labels, so any folder of images trains a method, and it is exactly the
-reference of the harness's fidelity protocol. (Papers that train on labelled
-data use the dataset's ground truth instead; the loss is the same.)
+its per-pixel labels, its detections above a score threshold, the raw head
+of a one-stage ONNX detector): it needs no labels, so any folder of images
+trains a method, and it is exactly the reference of the harness's fidelity
+protocol. (Papers that train on labelled data use the dataset's ground truth
+instead; the loss is the same.)
 
 Each loss has two steps: ``targets(x)`` on the uncompressed batch (no
 gradient), then ``loss(x_hat, targets)`` — a scalar, differentiable w.r.t.
@@ -137,14 +138,86 @@ class DetectionLoss(TaskLoss):
         return sum(losses.values())
 
 
+def _bernoulli_kl(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """KL(Bern(p) || Bern(q)) element-wise, for probabilities (sigmoid outputs): zero where q = p."""
+    p, q = p.clamp(eps, 1 - eps), q.clamp(eps, 1 - eps)
+    return p * (p.log() - q.log()) + (1 - p) * ((1 - p).log() - (1 - q).log())
+
+
+class RawHeadDistillationLoss(TaskLoss):
+    """A one-stage ONNX detector (YOLOX, NanoDet) made torch: its raw head on ``x_hat`` against its head on ``x``.
+
+    Dense distillation, no decoding nor NMS (so every anchor gives a gradient):
+    scores by the Bernoulli KL of the sigmoid outputs (YOLOX objectness on all
+    anchors, classes weighted by the reference objectness; NanoDet classes on
+    all anchors), boxes weighted by the reference confidence (YOLOX: L1 of
+    ``tx, ty, tw, th``; NanoDet: KL of each side's bin distribution, as
+    localisation distillation). Sums are divided by the reference's total
+    confidence (at least 1), as YOLOX divides by its foreground count. Exactly
+    zero when ``x_hat`` gives the reference outputs.
+    """
+
+    def __init__(self, task: Task, box_weight: float = 1.0, score_weight: float = 1.0):
+        super().__init__(task)
+        self.box_weight = float(box_weight)
+        self.score_weight = float(score_weight)
+
+    @property
+    def network(self) -> torch.nn.Module:
+        return self.task.torch_network()
+
+    def targets(self, x: torch.Tensor) -> list[torch.Tensor]:
+        import torch
+
+        with torch.no_grad():
+            return self.task.torch_outputs(x)[0]
+
+    def terms(self, x_hat: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The score and box terms (each already normalised)."""
+        outputs = self.task.torch_outputs(x_hat)[0]
+        if self.task.decoder == "yolox":
+            out, ref = outputs[0], targets[0]
+            weight = ref[..., 4]
+            norm = weight.sum().clamp(min=1.0)
+            scores = _bernoulli_kl(ref[..., 4], out[..., 4]).sum()
+            scores = scores + (weight * _bernoulli_kl(ref[..., 5:], out[..., 5:]).sum(-1)).sum()
+            boxes = (weight * (out[..., :4] - ref[..., :4]).abs().sum(-1)).sum()
+            return {"scores": scores / norm, "boxes": boxes / norm}
+        from bench.tasks.detection import nanodet_output_roles
+
+        bins = self.task.reg_max + 1
+        cls, reg = nanodet_output_roles([t.shape[1:] for t in targets], self.task.input_hw, self.task.strides, bins)
+        ref_cls = _cat_anchors([targets[i] for i in cls])
+        weight = ref_cls.max(-1).values
+        norm = weight.sum().clamp(min=1.0)
+        scores = _bernoulli_kl(ref_cls, _cat_anchors([outputs[i] for i in cls])).sum()
+        ref_log = _cat_anchors([targets[i] for i in reg]).unflatten(-1, (4, bins)).log_softmax(-1)
+        out_log = _cat_anchors([outputs[i] for i in reg]).unflatten(-1, (4, bins)).log_softmax(-1)
+        boxes = (weight * (ref_log.exp() * (ref_log - out_log)).sum((-1, -2))).sum()
+        return {"scores": scores / norm, "boxes": boxes / norm}
+
+    def loss(self, x_hat: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
+        t = self.terms(x_hat, targets)
+        return self.score_weight * t["scores"] + self.box_weight * t["boxes"]
+
+
+def _cat_anchors(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Per-stride ``[B, N_s, C]`` outputs as one ``[B, N, C]``."""
+    import torch
+
+    return torch.cat(tensors, dim=1)
+
+
 def loss_for(task: Task, **options: Any) -> TaskLoss:
     """The differentiable loss of ``task``'s network; a clear error for a network that has none here."""
     from bench.tasks.classification import TorchvisionClassifier
-    from bench.tasks.detection import TorchvisionDetector
+    from bench.tasks.detection import OnnxDetector, TorchvisionDetector
     from bench.tasks.segmentation import ESPNetSegmenter, TorchvisionSegmenter
 
     if isinstance(task, TorchvisionDetector):
         return DetectionLoss(task, **options)
+    if isinstance(task, OnnxDetector):
+        return RawHeadDistillationLoss(task, **options)
     if isinstance(task, TorchvisionSegmenter):
         return SegmentationLoss(task)
     if isinstance(task, ESPNetSegmenter):
@@ -153,5 +226,6 @@ def loss_for(task: Task, **options: Any) -> TaskLoss:
         return ClassificationLoss(task)
     raise TypeError(
         f"task {task.name!r} ({type(task).__name__}) has no differentiable network to train against; "
-        "use a torchvision task (TorchvisionClassifier, TorchvisionSegmenter, TorchvisionDetector) or ESPNet"
+        "use a torchvision task (TorchvisionClassifier, TorchvisionSegmenter, TorchvisionDetector), ESPNet or an "
+        "ONNX detector (OnnxDetector)"
     )
