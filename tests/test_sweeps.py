@@ -82,6 +82,20 @@ def test_concurrent_shards_then_a_final_run_equal_an_unsharded_run(tmp_path, six
     assert json.loads((shared / "folder-six" / "webp.json").read_text())["meta"]["complete"] is True
 
 
+def test_rate_point_jobs_then_a_final_run_equal_one_run(tmp_path, six_photos):
+    """Rates are not part of the config hash: jobs over subsets of the rates fill the same rows."""
+    reference = tmp_path / "reference"
+    assert bench(*_args(six_photos, reference), cwd=tmp_path).returncode == 0
+    split = tmp_path / "split"
+    args = [a for a in _args(six_photos, split) if not a.startswith("method.rates=")]
+    res = bench(args[0], "-m", *args[1:], "method.rates=[10],[50,90]", "hydra.launcher.n_jobs=1", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    final = bench(*_args(six_photos, split), cwd=tmp_path)
+    assert final.returncode == 0, final.stderr
+    assert "nothing to do" in final.stderr + final.stdout
+    assert _results(split) == _results(reference)
+
+
 def test_one_shard_says_its_json_is_partial(tmp_path, six_photos):
     res = bench(*_args(six_photos, tmp_path / "out", "shard=1/2"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
