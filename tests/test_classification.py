@@ -237,7 +237,9 @@ def test_torchvision_classifier_offline_and_random_init(tmp_path: Path, monkeypa
     task = cls.TorchvisionClassifier("r18", model="resnet18", weights=None, device="cpu")
     assert len(task.predict([np.zeros((40, 40, 3), np.uint8)])[0]["top5"]) == 5
     torch.save(task.network.state_dict(), tmp_path / "r18.pt")
-    local = cls.TorchvisionClassifier("r18", model="resnet18", weights=None, checkpoint=tmp_path / "r18.pt", device="cpu")
+    local = cls.TorchvisionClassifier(
+        "r18", model="resnet18", weights=None, checkpoint=tmp_path / "r18.pt", device="cpu"
+    )
     assert torch.equal(local.network.fc.weight, task.network.fc.weight)
 
 
