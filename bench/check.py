@@ -1,24 +1,31 @@
-"""``python -m bench check``: the drift gate. Re-run a pinned smoke sweep and compare its numbers with a golden record.
+"""``python -m bench check``: the drift gate. Re-run pinned smoke sweeps and compare their numbers with a golden record.
 
 A golden record is a folder::
 
-    smoke.yaml                   the pinned sweep: dataset, methods and their rate points, metrics, tolerances
+    smoke.yaml                   the pinned sweeps: per dataset, methods and their rate points, metrics, tolerances
     <dataset>/<method>.json      the golden results (our results format; timings, host and row paths left out)
     CHANGES.md, history.jsonl    why and when the record was rewritten (``--update --reason``)
 
-``check`` runs the sweep through the same code as ``python -m bench run`` (Hydra compose of ``bench.conf`` and
+``smoke.yaml`` pins one sweep (top-level ``dataset`` and ``methods``) or several (``sweeps:``, a list of them, e.g.
+scikit-image's photographs with image codecs and clips panned across them with video codecs). A sweep's keys:
+``dataset``, ``methods`` (name -> rate points), optional ``metrics``, ``task``, ``overrides``, ``tolerances``,
+``limit``, ``workers``; the same keys at the top level are defaults for every sweep.
+
+``check`` runs each sweep through the same code as ``python -m bench run`` (Hydra compose of ``bench.conf`` and
 :func:`bench.app.run_job`) into a temporary folder, or reads ``--results DIR``, and compares bpp and every metric per
 rate point with the golden numbers. Timings are not compared, nor anything about the machine: numbers only. Exit 0
-when all are within tolerance, 1 on drift (the rows that moved are printed), 2 on a usage or input error.
+when all are within tolerance, 1 on drift (the rows that moved are printed, with the package and codec versions
+that differ from the record's: an FFmpeg/x264 or Pillow update is the usual cause), 2 on a usage or input error.
 
-Task network: ``smoke.yaml``'s optional ``task: NAME`` (e.g. ``classification``) adds ``task=NAME`` to every run.
+Task network: a sweep's optional ``task: NAME`` (e.g. ``classification``) adds ``task=NAME`` to its runs.
 Where the task cannot run here (its weights are missing) the check prints ``task NAME skipped: <reason>`` and
 compares the human-side numbers only (the task's keys ``NAME/...`` and ``bpp@NAME`` are left out); with
 ``--require-tasks`` that is an error (exit 2), and ``--update`` always needs the task.
 
-Tolerances: ``bpp*`` relative 1e-9, PSNR 1e-6 dB absolute, MS-SSIM 1e-6 absolute, other metrics 1e-6 absolute;
-``smoke.yaml``'s ``tolerances`` and ``--tolerance METRIC=[abs:|rel:]VALUE`` override them (``METRIC`` is a results key
-or its prefix before ``-``, e.g. ``psnr`` for ``psnr-rgb``).
+Tolerances: ``bpp*`` and ``kbps`` relative 1e-9 (bytes are exact for one codec build), PSNR 1e-6 dB absolute,
+MS-SSIM 1e-6 absolute, other metrics 1e-6 absolute; ``smoke.yaml``'s ``tolerances`` and
+``--tolerance METRIC=[abs:|rel:]VALUE`` override them (``METRIC`` is a results key or its prefix before ``-``, e.g.
+``psnr`` for ``psnr-rgb`` and ``psnr-yuv420``).
 """
 
 from __future__ import annotations
@@ -41,10 +48,14 @@ from bench import provenance
 from bench.store import atomic_write_text
 
 CONFIG_NAME = "smoke.yaml"
+#: keys of one pinned sweep; all but ``dataset`` and ``methods`` may also stand at the top level as defaults
+SWEEP_KEYS = ("dataset", "methods", "metrics", "task", "overrides", "tolerances", "limit", "workers")
+SWEEP_DEFAULT_KEYS = SWEEP_KEYS[2:]
 IGNORED_SUFFIX = "_time"  # encoding_time, decoding_time: not reproducible, never compared
 #: default tolerances: (results-key prefix, kind, value); first match wins
 DEFAULT_TOLERANCES: tuple[tuple[str, str, float], ...] = (
     ("bpp", "rel", 1e-9),
+    ("kbps", "rel", 1e-9),
     ("psnr", "abs", 1e-6),
     ("ms-ssim", "abs", 1e-6),
     ("", "abs", 1e-6),
@@ -83,6 +94,7 @@ class Drift:
     new: Any
     diff: str
     tolerance: str
+    dataset: str = ""
 
 
 def _matches(name: str, key: str) -> bool:
@@ -123,7 +135,10 @@ def tolerance_for(key: str, overrides: Mapping[str, Tolerance]) -> Tolerance:
 
 
 def load_config(baseline: Path) -> dict[str, Any]:
-    """The pinned smoke sweep of a golden record."""
+    """The pinned smoke sweeps of a golden record: ``{"sweeps": [sweep, ...]}``, top-level defaults merged in.
+
+    A record of one sweep (top-level ``dataset`` and ``methods``, the original layout) reads as a list of one.
+    """
     from omegaconf import OmegaConf
 
     path = baseline / CONFIG_NAME
@@ -133,12 +148,36 @@ def load_config(baseline: Path) -> dict[str, Any]:
         cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except Exception as exc:  # noqa: BLE001 - any YAML problem is one message naming the file
         raise CheckError(f"{path}: cannot read ({exc})") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("methods"), dict) or not cfg.get("dataset"):
-        raise CheckError(f"{path}: needs 'dataset' and 'methods' (method name -> list of rate points)")
-    for method, rates in cfg["methods"].items():
-        if not isinstance(rates, list) or not rates:
-            raise CheckError(f"{path}: methods.{method} must be a non-empty list of rate points")
-    return cfg
+    if not isinstance(cfg, dict):
+        raise CheckError(f"{path}: needs 'dataset' and 'methods', or 'sweeps' (a list of them)")
+    if "sweeps" in cfg:
+        if "dataset" in cfg or "methods" in cfg:
+            raise CheckError(f"{path}: has both 'sweeps' and a top-level 'dataset'/'methods'; keep one form")
+        raw = cfg["sweeps"]
+        if not isinstance(raw, list) or not raw or not all(isinstance(s, dict) for s in raw):
+            raise CheckError(f"{path}: 'sweeps' must be a non-empty list of {{dataset, methods, ...}}")
+    else:
+        raw = [{k: cfg[k] for k in ("dataset", "methods") if k in cfg}]
+    defaults = {k: cfg[k] for k in SWEEP_DEFAULT_KEYS if k in cfg}
+    sweeps = []
+    for n, given in enumerate(raw):
+        where = f"{path}: sweeps[{n}]" if "sweeps" in cfg else str(path)
+        unknown = sorted(set(given) - set(SWEEP_KEYS))
+        if unknown:
+            raise CheckError(f"{where}: unknown key(s) {', '.join(unknown)}; a sweep takes {', '.join(SWEEP_KEYS)}")
+        if not isinstance(given.get("methods"), dict) or not given.get("dataset"):
+            raise CheckError(f"{where}: needs 'dataset' and 'methods' (method name -> list of rate points)")
+        for method, rates in given["methods"].items():
+            if not isinstance(rates, list) or not rates:
+                raise CheckError(f"{where}: methods.{method} must be a non-empty list of rate points")
+        sweep = {**defaults, **given}
+        sweep["tolerances"] = {**(defaults.get("tolerances") or {}), **(given.get("tolerances") or {})}
+        sweeps.append(sweep)
+    datasets = [str(s["dataset"]) for s in sweeps]
+    twice = sorted({d for d in datasets if datasets.count(d) > 1})
+    if twice:
+        raise CheckError(f"{path}: dataset(s) {', '.join(twice)} pinned by more than one sweep (one folder each)")
+    return {"sweeps": sweeps}
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -151,27 +190,30 @@ def _read(path: Path) -> dict[str, Any]:
     return doc
 
 
-def golden_documents(baseline: Path, cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def golden_documents(baseline: Path, sweep: dict[str, Any], missing_ok: bool = False) -> dict[str, dict[str, Any]]:
+    """The golden results of one sweep's methods; ``missing_ok`` (``--update``) leaves out those not recorded yet."""
     out = {}
-    for method in cfg["methods"]:
-        path = baseline / str(cfg["dataset"]) / f"{method}.json"
+    for method in sweep["methods"]:
+        path = baseline / str(sweep["dataset"]) / f"{method}.json"
         if not path.is_file():
+            if missing_ok:
+                continue
             raise CheckError(f"{path}: golden results missing; create them with --update --reason '...'")
         out[method] = _read(path)
     return out
 
 
-def fresh_documents(root: Path, cfg: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
-    """The results of the pinned methods under ``root`` (None where a method has none)."""
+def fresh_documents(root: Path, sweep: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    """The results of one sweep's pinned methods under ``root`` (None where a method has none)."""
     out: dict[str, dict[str, Any] | None] = {}
-    for method in cfg["methods"]:
-        path = root / str(cfg["dataset"]) / f"{method}.json"
+    for method in sweep["methods"]:
+        path = root / str(sweep["dataset"]) / f"{method}.json"
         out[method] = _read(path) if path.is_file() else None
     return out
 
 
 def smoke_task(cfg: dict[str, Any]) -> str | None:
-    """The task network named by ``smoke.yaml`` (``task: NAME``), or None."""
+    """The task network a sweep names (``task: NAME``), or None."""
     task = cfg.get("task")
     if task is not None and (not isinstance(task, str) or not task):
         raise CheckError(f"{CONFIG_NAME}: 'task' must be a task config name, e.g. classification")
@@ -214,9 +256,9 @@ def _override_value(value: Any) -> str:
 
 
 def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True, with_task: bool = True) -> None:
-    """Run the pinned sweep with the code path of ``python -m bench run`` (compose + run_job), one job per method.
+    """Run one pinned sweep with the code path of ``python -m bench run`` (compose + run_job), one job per method.
 
-    ``with_task``: add ``task=NAME`` (smoke.yaml's ``task``) to every run; False where the task is unavailable.
+    ``with_task``: add ``task=NAME`` (the sweep's ``task``) to every run; False where the task is unavailable.
     """
     from bench.app import UserError, run_job
 
@@ -245,7 +287,7 @@ def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True, wit
             with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
                 run_job(job)
         except UserError as exc:
-            raise CheckError(f"smoke run of {method!r} failed: {exc}") from None
+            raise CheckError(f"smoke run of {method!r} on {cfg['dataset']!r} failed: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,11 +313,14 @@ def compare(
     fresh: Mapping[str, dict[str, Any] | None],
     overrides: Mapping[str, Tolerance] | None = None,
     skip_tasks: Sequence[str] = (),
+    dataset: str = "",
 ) -> tuple[list[Drift], int, list[str]]:
     """Drifted rows, the count of numbers compared, and notes (keys the golden record does not pin).
 
     ``skip_tasks``: tasks that could not run here; their keys are not compared (every other golden key still is).
+    ``dataset`` labels the drifted rows and notes.
     """
+    where = f"{dataset}/" if dataset else ""
     overrides = overrides or {}
     drifts: list[Drift] = []
     notes: list[str] = []
@@ -283,7 +328,7 @@ def compare(
     for method, gdoc in golden.items():
         ndoc = fresh.get(method)
         if ndoc is None:
-            drifts.append(Drift(method, "—", "(results)", "present", "missing", "", ""))
+            drifts.append(Drift(method, "—", "(results)", "present", "missing", "", "", dataset))
             continue
         gres, nres = gdoc["results"], ndoc["results"]
         g_rates = [str(r) for r in gres.get("rate", range(len(gres.get("bpp", []))))]
@@ -295,10 +340,10 @@ def compare(
         ]
         extra = sorted(k for k in nres if k not in gres and k != "rate" and not k.endswith(IGNORED_SUFFIX))
         if extra:
-            notes.append(f"{method}: keys not in the golden record (not compared): {', '.join(extra)}")
+            notes.append(f"{where}{method}: keys not in the golden record (not compared): {', '.join(extra)}")
         for i, rate in enumerate(g_rates):
             if rate not in n_rates:
-                drifts.append(Drift(method, rate, "(rate point)", "present", "missing", "", ""))
+                drifts.append(Drift(method, rate, "(rate point)", "present", "missing", "", "", dataset))
                 continue
             j = n_rates.index(rate)
             for key in keys:
@@ -313,30 +358,48 @@ def compare(
                 compared += 1
                 if gnum is None or nnum is None:
                     if g != n:
-                        drifts.append(Drift(method, rate, key, _fmt(g), _fmt(n), "", str(tol)))
+                        drifts.append(Drift(method, rate, key, _fmt(g), _fmt(n), "", str(tol), dataset))
                     continue
                 if not tol.ok(gnum, nnum):
                     diff = nnum - gnum if math.isfinite(nnum - gnum) else math.nan
-                    drifts.append(Drift(method, rate, key, _fmt(g), _fmt(n), f"{diff:+.3e}", str(tol)))
+                    drifts.append(Drift(method, rate, key, _fmt(g), _fmt(n), f"{diff:+.3e}", str(tol), dataset))
     return drifts, compared, notes
 
 
 def drift_table(drifts: Sequence[Drift]) -> str:
-    header = ("method", "rate", "metric", "golden", "new", "diff", "tolerance")
-    rows = [header] + [tuple(str(v) for v in asdict(d).values()) for d in drifts]
+    """One line per drifted number: dataset, method, rate, metric, golden, new, diff, tolerance."""
+    header = ("dataset", "method", "rate", "metric", "golden", "new", "diff", "tolerance")
+    rows = [header] + [tuple(str(getattr(d, k)) for k in header) for d in drifts]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def version_changes(golden: Mapping[str, dict[str, Any]]) -> list[str]:
-    """Package versions that differ between the golden record and this environment (likely causes of drift)."""
+def version_changes(
+    golden: Mapping[str, dict[str, Any]], fresh: Mapping[str, dict[str, Any] | None] | None = None
+) -> list[str]:
+    """Versions that differ from the golden record's (likely causes of drift).
+
+    Python packages: the record's against this environment. Codec libraries (a results file's
+    ``meta.codec_versions``, e.g. PyAV and the FFmpeg it bundles, whose x264 writes the H.264 bytes): each golden
+    file's against the fresh file of the same key.
+    """
     now = provenance.package_versions()
     seen: dict[str, str] = {}
     for doc in golden.values():
         meta = doc.get("meta") or {}
         versions = (meta.get("provenance") or {}).get("versions") or {}
         seen.update({str(k): str(v) for k, v in versions.items()})
-    return [f"{k} {v} -> {now.get(k, 'absent')}" for k, v in sorted(seen.items()) if now.get(k) != v]
+    out = [f"{k} {v} -> {now.get(k, 'absent')}" for k, v in sorted(seen.items()) if now.get(k) != v]
+    for key, doc in golden.items():
+        new_doc = (fresh or {}).get(key)
+        if new_doc is None:
+            continue
+        old = (doc.get("meta") or {}).get("codec_versions") or {}
+        new = (new_doc.get("meta") or {}).get("codec_versions") or {}
+        for lib in sorted(set(old) | set(new)):
+            if str(old.get(lib, "absent")) != str(new.get(lib, "absent")):
+                out.append(f"{key} {lib} {old.get(lib, 'absent')} -> {new.get(lib, 'absent')}")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -375,18 +438,26 @@ def sanitize(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_golden(
-    baseline: Path, cfg: dict[str, Any], fresh: Mapping[str, dict[str, Any] | None], reason: str, drifts: list[Drift]
+    baseline: Path,
+    results: Sequence[tuple[dict[str, Any], Mapping[str, dict[str, Any] | None]]],
+    reason: str,
+    drifts: list[Drift],
+    added: Sequence[str] = (),
 ) -> None:
-    """Rewrite the golden results and append why to CHANGES.md and history.jsonl."""
-    missing = [m for m, d in fresh.items() if d is None]
+    """Rewrite the golden results of every (sweep, fresh results) pair and append why to CHANGES.md and history.jsonl.
+
+    ``added``: ``dataset/method`` results new to the record (nothing to compare them with).
+    """
+    missing = [f"{sweep['dataset']}/{m}" for sweep, fresh in results for m, d in fresh.items() if d is None]
     if missing:
         raise CheckError(f"cannot update: no fresh results for {', '.join(missing)}")
-    folder = baseline / str(cfg["dataset"])
     keep = set()
-    for method, doc in fresh.items():
-        path = folder / f"{method}.json"
-        atomic_write_text(path, json.dumps(sanitize(doc), indent=2, allow_nan=False) + "\n")
-        keep.add(path)
+    for sweep, fresh in results:
+        folder = baseline / str(sweep["dataset"])
+        for method, doc in fresh.items():
+            path = folder / f"{method}.json"
+            atomic_write_text(path, json.dumps(sanitize(doc), indent=2, allow_nan=False) + "\n")
+            keep.add(path)
     for stale in baseline.glob("*/*.json"):
         if stale not in keep:
             stale.unlink()
@@ -398,8 +469,10 @@ def write_golden(
         "commit": git.get("commit"),
         "dirty": git.get("dirty"),
         "reason": reason,
-        "dataset": cfg["dataset"],
-        "methods": {m: list(r) for m, r in cfg["methods"].items()},
+        "sweeps": [
+            {"dataset": s["dataset"], "methods": {m: list(r) for m, r in s["methods"].items()}} for s, _ in results
+        ],
+        "added": list(added),
         "drifted": len(drifts),
         "changes": [asdict(d) for d in drifts[:200]],
         "versions": provenance.package_versions(),
@@ -409,6 +482,8 @@ def write_golden(
     changes = baseline / "CHANGES.md"
     text = changes.read_text(encoding="utf-8") if changes.exists() else "# Golden record changes\n"
     text = text.rstrip("\n") + f"\n\n## {now} — commit {commit}\n\n{reason.strip()}\n"
+    if added:
+        text += f"\nAdded: {', '.join(added)}.\n"
     if drifts:
         text += f"\n{len(drifts)} value(s) changed:\n\n```\n{drift_table(drifts[:50])}\n```\n"
     atomic_write_text(changes, text)
@@ -416,6 +491,32 @@ def write_golden(
 
 # ---------------------------------------------------------------------------------------------------------------
 # command line
+
+
+def skipped_tasks(sweeps: Sequence[dict[str, Any]], *, require: bool, update: bool, out) -> list[str]:
+    """The sweeps' tasks that cannot run here (each reported once); an error when they are required."""
+    skipped: list[str] = []
+    checked: set[str] = set()
+    for sweep in sweeps:
+        task = smoke_task(sweep)
+        if not task or task in checked:
+            continue
+        checked.add(task)
+        why = task_unavailable_reason(sweep, task)
+        if why:
+            if require or update:
+                flag = "--update" if update else "--require-tasks"
+                raise CheckError(f"task {task} is required ({flag}) but cannot run here: {why}")
+            print(f"task {task} skipped: {why}", file=out)
+            skipped.append(task)
+    return skipped
+
+
+def _summary(sweep: dict[str, Any], skipped: Sequence[str]) -> str:
+    methods = ", ".join(f"{m} ({len(r)} rates)" for m, r in sweep["methods"].items())
+    task = smoke_task(sweep)
+    with_task = "" if not task else (f"; task {task} not compared" if task in skipped else f"; task {task}")
+    return f"{sweep['dataset']}: {methods}{with_task}"
 
 
 def check(
@@ -432,63 +533,62 @@ def check(
     """Run the drift gate; returns the exit status (0 ok or updated, 1 drift, 2 error)."""
     if update and not (reason and reason.strip()):
         raise CheckError("--update needs --reason '...': say why the golden numbers change")
-    cfg = load_config(baseline)
-    overrides: dict[str, Tolerance] = {}
-    for name, spec in (cfg.get("tolerances") or {}).items():
-        overrides.update([parse_tolerance(f"{name}={spec}")])
-    overrides.update(parse_tolerance(t) for t in tolerances)
-    golden = {} if update and not any(baseline.glob("*/*.json")) else golden_documents(baseline, cfg)
-
-    task = smoke_task(cfg)
-    skipped: list[str] = []
-    if task and results is None:
-        why = task_unavailable_reason(cfg, task)
-        if why:
-            if require_tasks or update:
-                flag = "--update" if update else "--require-tasks"
-                raise CheckError(f"task {task} is required ({flag}) but cannot run here: {why}")
-            print(f"task {task} skipped: {why}", file=out)
-            skipped.append(task)
+    sweeps = load_config(baseline)["sweeps"]
+    command_line = dict(parse_tolerance(t) for t in tolerances)
+    limits = [{**dict(parse_tolerance(f"{k}={v}") for k, v in s["tolerances"].items()), **command_line} for s in sweeps]
+    golden = [golden_documents(baseline, sweep, missing_ok=update) for sweep in sweeps]
+    skipped = [] if results is not None else skipped_tasks(sweeps, require=require_tasks, update=update, out=out)
 
     if results is not None:
         if not results.is_dir():
             raise CheckError(f"{results}: no such results folder")
-        fresh = fresh_documents(results, cfg)
+        fresh = [fresh_documents(results, sweep) for sweep in sweeps]
     else:
         with tempfile.TemporaryDirectory(prefix="bench-check-") as tmp:
             root = keep_results or Path(tmp)
-            run_smoke(cfg, root, with_task=not skipped)
-            fresh = fresh_documents(root, cfg)
-    if update and task:
-        lacking = [m for m, d in fresh.items() if d and not any(is_task_key(k, task) for k in d["results"])]
-        if lacking:
-            raise CheckError(f"cannot update: the results of {', '.join(lacking)} have no {task} numbers")
+            fresh = []
+            for sweep in sweeps:
+                run_smoke(sweep, root, with_task=smoke_task(sweep) not in skipped)
+                fresh.append(fresh_documents(root, sweep))
 
-    drifts, compared, notes = compare(golden, fresh, overrides, skip_tasks=skipped) if golden else ([], 0, [])
-    for note in notes:
-        print(f"note: {note}", file=out)
+    drifts: list[Drift] = []
+    compared = 0
+    for sweep, gdocs, fdocs, limit in zip(sweeps, golden, fresh, limits):
+        task = smoke_task(sweep)
+        if update and task:
+            lacking = [m for m, d in fdocs.items() if d and not any(is_task_key(k, task) for k in d["results"])]
+            if lacking:
+                raise CheckError(f"cannot update: the results of {', '.join(lacking)} have no {task} numbers")
+        moved, count, notes = compare(gdocs, fdocs, limit, skip_tasks=skipped, dataset=str(sweep["dataset"]))
+        drifts += moved
+        compared += count
+        for note in notes:
+            print(f"note: {note}", file=out)
     if update:
-        write_golden(baseline, cfg, fresh, reason or "", drifts)
-        print(f"golden record {baseline} updated ({len(drifts)} value(s) changed): {reason}", file=out)
+        added = [f"{s['dataset']}/{m}" for s, g in zip(sweeps, golden) for m in s["methods"] if m not in g]
+        write_golden(baseline, list(zip(sweeps, fresh)), reason or "", drifts, added)
+        new = f"; added {', '.join(added)}" if added else ""
+        print(f"golden record {baseline} updated ({len(drifts)} value(s) changed{new}): {reason}", file=out)
         return 0
     if drifts:
         print(f"DRIFT: {len(drifts)} of {compared} value(s) differ from the golden record {baseline}", file=out)
         print(drift_table(drifts), file=out)
-        changed = version_changes(golden)
+        all_golden = {f"{s['dataset']}/{m}": d for s, g in zip(sweeps, golden) for m, d in g.items()}
+        all_fresh = {f"{s['dataset']}/{m}": d for s, f in zip(sweeps, fresh) for m, d in f.items()}
+        changed = version_changes(all_golden, all_fresh)
         if changed:
-            print("package versions differ from the golden record: " + "; ".join(changed), file=out)
+            print("versions differ from the golden record: " + "; ".join(changed), file=out)
         print("If the change is intended: python -m bench check --baseline ... --update --reason '...'", file=out)
         return 1
-    methods = ", ".join(f"{m} ({len(r)} rates)" for m, r in cfg["methods"].items())
-    with_task = f"; task {task}" if task and not skipped else (f"; task {task} not compared" if task else "")
-    print(f"no drift: {compared} value(s) within tolerance; {cfg['dataset']}: {methods}{with_task}", file=out)
+    summary = "; ".join(_summary(s, skipped) for s in sweeps)
+    print(f"no drift: {compared} value(s) within tolerance; {summary}", file=out)
     return 0
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench check",
-        description="drift gate: re-run the pinned smoke sweep of a golden record and compare the numbers",
+        description="drift gate: re-run the pinned smoke sweeps of a golden record and compare the numbers",
     )
     parser.add_argument("--baseline", required=True, help="golden record folder, e.g. results/golden/smoke")
     parser.add_argument("--results", default=None, help="compare these results instead of re-running the sweep")
