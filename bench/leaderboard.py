@@ -6,6 +6,13 @@ Per dataset and quality axis, methods are ranked by BD-rate against the anchor (
 :func:`bench.report.bd_cells` computes it; a figure that cannot be computed is listed last with its reason), with
 family, ``bpp_source``, provenance (commit, config hash, versions) and links to the RD and relative-difference plots.
 
+Tracks. A dataset's tracks are its human metrics and each task's headline metric (``meta.tasks[t].headline``, e.g.
+``yolox-nano/mAP``, ``segmentation/mIoU``, ``frame-fidelity/top1``; every task metric when no headline is recorded);
+the other task metrics keep their BD figures in ``leaderboard.csv`` and in ``python -m bench report``. The anchor is
+the first of ``jpeg`` (images) and ``h264`` (video) present unless ``--anchor`` names one. Each dataset says how many
+images or clips stand behind its figures, flags a small sample (fewer than the dataset's full evaluation set), and each
+task track names its protocol: ground truth, or fidelity (agreement with the network on the uncompressed input).
+
 The joint human + machine view is the Pareto set over (human BD-rate, machine BD-rate), both lower-is-better, the
 anchor at (0, 0): PSNR (or the first human axis) against each task's headline metric (``meta.tasks[t].headline``;
 every task metric when no headline is recorded). With human metrics only it is the Pareto set
@@ -26,7 +33,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +75,86 @@ def committed_results() -> Path:
     """The checkout's ``results/`` folder (editable install), else ``./results``."""
     here = Path(__file__).resolve().parent.parent / "results"
     return here if here.is_dir() else Path("results")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tracks and their labels
+
+#: size of each dataset's full evaluation set (Kodak: all 24; COCO val2017; Cityscapes val; UCF101 split-1 test list):
+#: results over fewer samples carry a small-sample caveat
+FULL_SET_SIZES = {"kodak": 24, "coco": 5000, "cityscapes": 500, "ucf101": 3783}
+#: datasets not listed above: fewer samples than this is a small sample
+SMALL_SAMPLE = 100
+PROTOCOL_LABELS = {
+    "ground_truth": "ground-truth protocol",
+    "fidelity": "fidelity protocol (agreement with the network's output on the uncompressed input, not accuracy)",
+}
+
+
+def headline_metrics(a: DatasetAnalysis) -> set[str]:
+    """Each task's headline metric as its results record it (``meta.tasks[t].headline``)."""
+    return {
+        t["headline"]
+        for e in a.entries
+        for t in (e.meta.get("tasks") or {}).values()
+        if isinstance(t, dict) and t.get("headline")
+    }
+
+
+def track_metrics(a: DatasetAnalysis) -> list[str]:
+    """The ranked axes: every human metric, then the task headlines (every task metric where none is recorded)."""
+    human = [m for m in a.metrics if not is_task_metric(m)]
+    machine = [m for m in a.metrics if is_task_metric(m)]
+    headlines = headline_metrics(a)
+    return human + ([m for m in machine if m in headlines] or machine)
+
+
+def task_protocols(a: DatasetAnalysis) -> dict[str, str]:
+    """Task name -> the protocol(s) its results were measured under, as recorded (``meta.tasks[t].protocol``)."""
+    found: dict[str, set[str]] = {}
+    for e in a.entries:
+        for name, t in (e.meta.get("tasks") or {}).items():
+            if isinstance(t, dict) and t.get("protocol"):
+                found.setdefault(str(name), set()).add(str(t["protocol"]))
+    return {name: " / ".join(PROTOCOL_LABELS.get(p, p) for p in sorted(ps)) for name, ps in sorted(found.items())}
+
+
+def sample_label(a: DatasetAnalysis) -> str:
+    """How many images or clips stand behind the figures, with a caveat when that is a small sample."""
+    own = [e for e in a.entries if not e.reference]
+    counts = sorted({int(e.meta["samples"]) for e in own if isinstance(e.meta.get("samples"), int)})
+    if not counts:
+        return "sample count not recorded"
+    unit = "clips" if any(e.media == "video" for e in own) else "images"
+    text = f"{counts[0]} {unit}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} {unit} (methods differ)"
+    full = FULL_SET_SIZES.get(a.dataset)
+    if full is not None and counts[-1] < full:
+        return f"{text} (full evaluation set: {full}): a small sample, figures are indicative"
+    if full is None and counts[-1] < SMALL_SAMPLE:
+        return f"{text}: a small sample, figures are indicative"
+    return text
+
+
+def track_label(a: DatasetAnalysis, metric: str) -> str:
+    """A track's heading: the metric and, for a task metric, the protocol it was measured under."""
+    label = metric_label(metric)
+    if not is_task_metric(metric):
+        return label
+    protocol = task_protocols(a).get(metric.split("/", 1)[0])
+    return f"{label}, {protocol}" if protocol else label
+
+
+def dataset_caption(a: DatasetAnalysis) -> str:
+    """One line under a dataset's heading: samples, and each task with its protocol."""
+    parts = [sample_label(a)]
+    parts += [f"task {name}: {protocol}" for name, protocol in task_protocols(a).items()]
+    return "; ".join(parts)
+
+
+def other_task_metrics(a: DatasetAnalysis) -> list[str]:
+    """Task metrics that are not tracks (their BD figures are in the CSV and the report)."""
+    tracks = set(track_metrics(a))
+    return [m for m in a.metrics if m not in tracks]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -372,7 +459,7 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
         for name, href in _plot_links(a, metric, out)
     )
     return (
-        f'<section id="{_slug(a.dataset, metric)}"><h3>{_e(metric_label(metric))}</h3>'
+        f'<section id="{_slug(a.dataset, metric)}"><h3>{_e(track_label(a, metric))}</h3>'
         f'<table class="sortable ranking" id="{table_id}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table>" + (f"<figure>{figures}</figure>" if figures else "") + "</section>"
     )
@@ -449,6 +536,7 @@ def render_html(
     ]
     for a in analyses:
         parts.append(f'<section id="{_slug(a.dataset)}"><h2>{_e(a.dataset)}</h2>')
+        parts.append(f'<p class="meta samples">{_e(dataset_caption(a))}.</p>')
         if a.anchor is None:
             parts.append(f"<p>No ranking: {_e(a.anchor_note)}.</p></section>")
             continue
@@ -456,8 +544,14 @@ def render_html(
         parts.append(
             f"<p>Anchor: <strong>{_e(a.anchor.name)}</strong> ({_e(a.anchor.family or 'reference')}){note}.</p>"
         )
-        for metric in a.metrics:
+        for metric in track_metrics(a):
             parts.append(html_ranking(a, metric, out))
+        others = other_task_metrics(a)
+        if others:
+            parts.append(
+                f'<p class="meta">Other task metrics ({_e(", ".join(others))}): BD figures in '
+                "<code>leaderboard.csv</code> and <code>python -m bench report</code>.</p>"
+            )
         for x_metric, y_metric in joint_axes(a):
             parts.append(html_joint(a, x_metric, y_metric, joint_plots.get((a.dataset, x_metric, y_metric)), out))
         if a.notes:
@@ -484,12 +578,12 @@ def render_markdown(
         f"Generated {generated} from {', '.join(map(_shown_path, sources))}. {settings}",
     ]
     for a in analyses:
-        lines += ["", f"## {a.dataset}", ""]
+        lines += ["", f"## {a.dataset}", "", f"{dataset_caption(a)}.", ""]
         if a.anchor is None:
             lines.append(f"No ranking: {a.anchor_note}.")
             continue
         lines.append(f"Anchor: **{a.anchor.name}** ({a.anchor.family or 'reference'}).")
-        for metric in a.metrics:
+        for metric in track_metrics(a):
             rows = []
             for r in ranking(a, metric):
                 e, p = r.entry, r.entry.provenance()
@@ -512,10 +606,13 @@ def render_markdown(
                 )
             header = ["#", "method", "family", "BD-rate [%]", f"BD-{metric_label(metric)} [{axis_unit(metric)}]"]
             header += ["bpp source", "commit", "config hash", "versions"]
-            lines += ["", f"### {metric_label(metric)}", "", md_table(header, rows)]
+            lines += ["", f"### {track_label(a, metric)}", "", md_table(header, rows)]
             links = _plot_links(a, metric, out)
             if links:
                 lines += ["", " · ".join(f"[{name}]({href})" for name, href in links)]
+        others = other_task_metrics(a)
+        if others:
+            lines += ["", f"Other task metrics ({', '.join(others)}): BD figures in leaderboard.csv."]
         for x_metric, y_metric in joint_axes(a):
             pts = joint_view(a, x_metric, y_metric)
             rows = [
@@ -552,7 +649,7 @@ def build(
     joint_plots: dict[tuple[str, str, str], Path] = {}
     for a in analyses:
         folder = out / "plots" / a.dataset
-        write_plots(a, folder)
+        write_plots(replace(a, metrics=track_metrics(a)), folder)  # fills a.plots (the same dict)
         if a.anchor is None:
             continue
         for x_metric, y_metric in joint_axes(a):
@@ -626,7 +723,9 @@ def main(argv: list[str]) -> int:
         sources=[str(r) for r in roots],
     )
     for a in board.analyses:
-        for metric in a.metrics:
+        anchor = f"anchor {a.anchor.name}" if a.anchor else f"no ranking ({a.anchor_note})"
+        print(f"{a.dataset}: {anchor}; {dataset_caption(a)}")
+        for metric in track_metrics(a):
             rows = ranking(a, metric)
             text = ", ".join(f"{r.rank}. {r.entry.name} ({r.bd_rate:+.2f}%)" for r in rows if r.rank)
             failed = "; ".join(f"{r.entry.name} ({short_reason(r.error)})" for r in rows if r.error)

@@ -7,9 +7,10 @@ Conventions of a results JSON (the runner writes them; see ``bench.store.compres
 
 * **Quality axes** are the keys of ``results`` holding one number per rate point that :func:`bench.bdrate.quality_axis`
   knows: ``psnr*``, ``*ms-ssim*``, and task metrics ``<task>/<metric>`` (``detection/mAP``, ``segmentation/mIoU``,
-  ``classification/top-1``...) given as fractions. ``bpp*``, ``rate``, ``*_time`` and ``<task>/n`` are not quality axes;
-  other keys are listed as ignored in the notes. ``ms-ssim-db-*`` (published files) is turned back into ``ms-ssim-*`` so
-  both meet on one axis; BD and plots show MS-SSIM in dB, task metrics in percentage points.
+  ``classification/top-1``...) given as fractions. ``bpp*``, ``rate``, ``*_time``, ``<task>/n`` and the clip columns
+  ``kbps`` and ``frames`` (video: bpp is over frames x pixels) are not quality axes; other keys are listed as ignored
+  in the notes. ``ms-ssim-db-*`` (published files) is turned back into ``ms-ssim-*`` so both meet on one axis; BD and
+  plots show MS-SSIM in dB, task metrics in percentage points.
 * **Rate of a task metric**: a machine target may cost other bits than the human one (MBID, MBHD). The rate axis of
   ``<task>/<metric>`` is ``results["bpp@<task>"]``; ``meta.rate_keys = {metric: results key}`` overrides; else ``bpp``.
 * **Per-class results** (a simple convention for task adapters): ``results["<task>/<metric>/<class>"]`` (one value per
@@ -50,6 +51,8 @@ from bench.rdcurves import RDCurve
 from bench.store import atomic_write_text
 
 DEFAULT_ANCHOR = "jpeg"
+#: anchors tried in order when none is asked for: JPEG for images, H.264 for video
+DEFAULT_ANCHORS = (DEFAULT_ANCHOR, "h264")
 FAMILIES = ("SBAR", "SBMD", "MBID", "MBHD")
 #: line style by family (the anchor is always dashed)
 FAMILY_STYLES: dict[str, Any] = {
@@ -59,7 +62,8 @@ FAMILY_STYLES: dict[str, Any] = {
     "MBHD": (0, (1, 1)),
 }
 ANCHOR_STYLE = "--"
-_NOT_QUALITY = {"rate", "per_class"}
+#: rate and size columns of clips (``kbps``, mean ``frames`` per clip): not quality axes, not worth a note either
+_NOT_QUALITY = {"rate", "per_class", "kbps", "frames"}
 #: sub-folders of a results root that are not datasets (the drift gate's golden records live in results/golden)
 SKIP_DIRS = {"golden"}
 LABELS = {"psnr-rgb": "PSNR RGB", "ms-ssim-rgb": "MS-SSIM RGB"}
@@ -93,6 +97,8 @@ class Entry:
     counts: dict[str, list[Any]] = field(default_factory=dict)
     #: ``results["rate"]``: the method's own rate-point labels (quality 10, QP 37, ...)
     rate_labels: list[Any] = field(default_factory=list)
+    #: "video" when the results are over clips (``results["frames"]``: bpp over frames x pixels), else "image"
+    media: str = "image"
 
     def has(self, metric: str) -> bool:
         return metric in self.curves or metric in self.curve_errors
@@ -177,6 +183,7 @@ def parse_document(doc: Any, path: Path, dataset: str, *, reference: bool = Fals
         per_class.update({str(m): dict(v) for m, v in nested.items()})
     counters = counter_keys(results, meta)
     entry.rate_labels = list(results["rate"]) if isinstance(results.get("rate"), list) else []
+    entry.media = "video" if "frames" in results else "image"
     for key in list(results):
         if key in _NOT_QUALITY or key.startswith("bpp") or key.endswith("_time") or key.endswith("/n"):
             continue
@@ -361,11 +368,13 @@ def pick_anchor(entries: Sequence[Entry], wanted: str | None) -> tuple[Entry | N
                 return sorted(found, key=lambda e: e.reference)[0], None
         return None, f"anchor {wanted!r} is not among {', '.join(e.name for e in entries)}"
     own = [e for e in entries if not e.reference] or list(entries)
-    for e in own:
-        if e.name.lower() == DEFAULT_ANCHOR:
-            return e, None
+    for default in DEFAULT_ANCHORS:
+        for e in own:
+            if e.name.lower() == default:
+                return e, None
     first = sorted(own, key=lambda e: e.name)[0]
-    return first, f"no {DEFAULT_ANCHOR!r} here; anchor is {first.name!r} (first by name)"
+    others = ", ".join(map(repr, DEFAULT_ANCHORS[1:]))
+    return first, f"no {DEFAULT_ANCHOR!r} here (nor {others}); anchor is {first.name!r} (first by name)"
 
 
 @dataclass
@@ -913,7 +922,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``report`` and ``leaderboard``."""
     parser.add_argument("--dataset", action="append", default=None, help="only this dataset (repeatable)")
     parser.add_argument(
-        "--anchor", default=None, help=f"method the BD figures compare against (default: {DEFAULT_ANCHOR} if present)"
+        "--anchor",
+        default=None,
+        help=f"method the BD figures compare against (default: the first of {'/'.join(DEFAULT_ANCHORS)} present)",
     )
     parser.add_argument(
         "--reference",

@@ -166,6 +166,92 @@ def test_later_results_folder_replaces_a_method(tmp_path, board):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# task and video tracks, and the committed results
+
+
+def task_doc(name: str, bpp: list[float], samples: int = 158) -> dict:
+    """A codec on COCO-like data with a ground-truth detection task (headline mAP), as the runner writes it."""
+    d = doc(name, "SBAR", bpp, bpp, psnr_rgb=PSNR, mAP=MAP)
+    d["meta"]["samples"] = samples
+    d["meta"]["tasks"]["detection"]["protocol"] = "ground_truth"
+    return d
+
+
+def clip_doc(name: str, bpp: list[float]) -> dict:
+    """A video codec on 4 clips: bpp over frames, kbps, PSNR-YUV 4:2:0 and the frame-fidelity task."""
+    results = {
+        "bpp": bpp,
+        "psnr-rgb": PSNR,
+        "psnr-yuv420": [p + 4 for p in PSNR],
+        "kbps": [b * 320 * 240 * 25 / 1000 for b in bpp],
+        "frames": [16.0] * 4,
+        "rate": [43, 33, 28, 23],
+        "bpp@frame-fidelity": bpp,
+        "frame-fidelity/top1": [0.25, 0.5, 0.75, 1.0],
+        "frame-fidelity/top5": [0.5, 0.75, 1.0, 1.0],
+        "frame-fidelity/n": [4, 4, 4, 4],
+    }
+    task = {"protocol": "fidelity", "headline": "frame-fidelity/top1", "metrics": ["top1", "top5"]}
+    meta = {"family": "SBAR", "bpp_source": "bitstream", "samples": 4, "tasks": {"frame-fidelity": task}}
+    return {"name": name, "description": f"{name} video codec", "results": results, "meta": meta}
+
+
+def test_task_and_video_tracks_are_ranked_with_protocol_and_sample_count(tmp_path):
+    root = tmp_path / "res"
+    datasets = {
+        "coco": [task_doc("jpeg", BPP), task_doc("webp", scaled(0.75))],
+        "clips": [clip_doc("h264", BPP), clip_doc("h265", scaled(0.8)), clip_doc("av1", scaled(1.25))],
+    }
+    for dataset, docs in datasets.items():
+        (root / dataset).mkdir(parents=True)
+        for d in docs:
+            (root / dataset / f"{d['name']}.json").write_text(json.dumps(d))
+    by_dataset, _ = L.load_with_overrides([root])
+    board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
+    clips, coco = board.analyses
+
+    assert clips.anchor.name == "h264" and clips.anchor_note is None  # video anchor, though av1 comes first by name
+    assert L.track_metrics(clips) == ["psnr-rgb", "psnr-yuv420", "frame-fidelity/top1"]  # top5: not the headline
+    assert all(e.media == "video" for e in clips.entries) and not clips.notes  # kbps, frames: no "ignored" note
+    for metric in ("psnr-yuv420", "frame-fidelity/top1"):
+        ranked = [(r.rank, r.entry.name, round(r.bd_rate, 9)) for r in L.ranking(clips, metric)]
+        assert ranked == [(1, "h265", -20.0), (2, "h264", 0.0), (3, "av1", 25.0)]
+    assert L.track_metrics(coco) == ["psnr-rgb", "detection/mAP"] and L.other_task_metrics(coco) == ["detection/mAP50"]
+    assert [(r.rank, r.entry.name) for r in L.ranking(coco, "detection/mAP")] == [(1, "webp"), (2, "jpeg")]
+
+    md = board.markdown.read_text()
+    assert "4 clips: a small sample, figures are indicative" in md
+    assert "158 images (full evaluation set: 5000): a small sample" in md
+    assert "### detection/mAP, ground-truth protocol" in md and "### detection/mAP50" not in md
+    assert "### frame-fidelity/top1, fidelity protocol (agreement with the network's output on the uncompressed" in md
+    assert "| 1 | h265 | SBAR | -20.00 |" in md
+    page = board.html.read_text()
+    assert 'id="t-clips-frame-fidelity-top1"' in page and 'id="t-coco-detection-mAP"' in page
+    assert "task frame-fidelity: fidelity protocol" in page and "task detection: ground-truth protocol" in page
+    assert not (tmp_path / "lb" / "plots" / "coco" / "rd-detection_mAP50.png").exists()  # plots of tracks only
+
+
+def test_committed_results_build_a_leaderboard(tmp_path):
+    by_dataset, _ = L.load_with_overrides([L.committed_results()])
+    board = L.build(by_dataset, tmp_path / "lb", sources=["results"])
+    analyses = {a.dataset: a for a in board.analyses}
+    assert {"kodak", "coco", "cityscapes", "ucf101"} <= set(analyses)
+    headlines = {"coco": "yolox-nano/mAP", "cityscapes": "segmentation/mIoU", "ucf101": "frame-fidelity/top1"}
+    for dataset, headline in headlines.items():
+        a = analyses[dataset]
+        assert a.anchor is not None and a.anchor.name == ("h264" if dataset == "ucf101" else "jpeg"), a.anchor_note
+        assert headline in L.track_metrics(a), L.track_metrics(a)
+        human = "psnr-yuv420" if dataset == "ucf101" else "psnr-rgb"
+        assert sum(r.rank is not None for r in L.ranking(a, human)) >= 4, dataset
+    rows = L.ranking(analyses["coco"], "yolox-nano/mAP")  # each codec ranked, or listed with why not (overlap...)
+    assert len(rows) == 6 and all(r.rank or r.error for r in rows) and rows[0].rank == 1
+    md = board.markdown.read_text()
+    assert "158 images (full evaluation set: 5000)" in md and "4 clips (full evaluation set: 3783)" in md
+    assert "### yolox-nano/mAP, ground-truth protocol" in md and "### segmentation/mIoU, ground-truth protocol" in md
+    assert "### frame-fidelity/top1, fidelity protocol (" in md
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # a real headless browser
 
 
