@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         p, j = r["vs_published"], r["vs_jpeg"]
         print(
             f"| {r['quality']} | {r['lmbda']} | {r['steps']} | {r['bpp']:.4f} | {r['psnr']:.2f} | "
-            f"{fmt(p['psnr_at_our_bpp'], '.2f')} | {fmt(p['rate_saving_pct'], '+.1f%')} | "
-            f"{fmt(j['psnr_at_our_bpp'], '.2f')} | {fmt(j['rate_saving_pct'], '+.1f%')} |"
+            f"{fmt(p['psnr_at_our_bpp'], '.2f')} | {fmt(p['rate_saving_pct'], '+.1%')} | "
+            f"{fmt(j['psnr_at_our_bpp'], '.2f')} | {fmt(j['rate_saving_pct'], '+.1%')} |"
         )
     for name, v in summary["bd_rate"].items():
         print(f"BD-rate (PSNR) vs {name}: {v if isinstance(v, str) else f'{v:+.2f}%'}")
