@@ -20,13 +20,14 @@ bytes differ.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from bench.provenance import installed_versions
 
 #: submodules whose tensors are kept at full precision (their tables derive from them)
 ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
@@ -95,13 +96,7 @@ def shippable_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("torch", "compressai"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
+    return installed_versions("torch", "compressai")
 
 
 def _validation_record(run_dir: Path, step: int) -> dict[str, Any]:

@@ -28,15 +28,20 @@ TRACKED_PACKAGES = (
 )
 
 
-def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
-    """Installed versions, read from metadata (nothing is imported)."""
-    out = {"python": platform.python_version()}
+def installed_versions(*names: str) -> dict[str, str]:
+    """Versions of the named distributions that are installed, read from metadata (nothing is imported)."""
+    out = {}
     for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             continue
     return out
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Python and the tracked packages' versions."""
+    return {"python": platform.python_version(), **installed_versions(*names)}
 
 
 def _git(args: list[str], cwd: Path) -> str | None:

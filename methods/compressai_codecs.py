@@ -37,7 +37,6 @@ it says, as CompressAI itself does.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
 import urllib.error
 import warnings
@@ -50,6 +49,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
+from bench.provenance import installed_versions
 
 if TYPE_CHECKING:  # torch is imported lazily: listing methods must stay cheap
     import torch
@@ -233,6 +233,25 @@ def _needs_update(net: torch.nn.Module) -> bool:
         if isinstance(module, GaussianConditional) and module.scale_table.numel() == 0:
             return True
     return False
+
+
+def ready_for_coding(
+    net: torch.nn.Module, state: Mapping[str, Any], entropy_coder: str, device: Any, mismatch: str
+) -> torch.nn.Module:
+    """Load a trained ``state`` into ``net``, build CDF tables it lacks, and put it in eval mode on ``device``.
+
+    ``mismatch`` starts the error raised when the state dict does not fit the network.
+    """
+    import torch
+
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MethodUnavailable(f"{mismatch}: {exc}") from exc
+    with _default_entropy_coder(entropy_coder), torch.no_grad():
+        if _needs_update(net):
+            net.update(force=True)
+    return net.eval().to(device)
 
 
 def _state_dict_of(obj: Any) -> Mapping[str, Any]:
@@ -590,10 +609,4 @@ class CompressAICodec(Method):
         return image
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for pkg in ("compressai", "torch"):
-            try:
-                out[pkg] = importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return out
+        return installed_versions("compressai", "torch")

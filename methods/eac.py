@@ -47,7 +47,6 @@ conference version) is the one-task configuration: one predictor, one subset.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +67,7 @@ from bench.methods.compressai_codecs import (
     _to_uint8,
 )
 from bench.methods.families import LayeredStreams, StreamContract
+from bench.provenance import installed_versions
 
 if TYPE_CHECKING:
     import torch
@@ -546,13 +546,7 @@ class EAC(Method):
         return x_hat
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for pkg in ("compressai", "torch"):
-            try:
-                out[pkg] = importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return out
+        return installed_versions("compressai", "torch")
 
     # --- training (bench.training) -------------------------------------------------
     def training_recipe(self, rate: Any, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Recipe:

@@ -40,9 +40,9 @@ from bench.methods.compressai_codecs import (
     Header,
     _default_entropy_coder,
     _import_compressai,
-    _needs_update,
     _to_tensor,
     _to_uint8,
+    ready_for_coding,
 )
 from bench.methods.families import LayeredStreams, StreamContract
 from bench.methods.task_split import SplitTaskNetwork
@@ -190,21 +190,14 @@ class LatentScalable(Method):
         if quality not in self.rates and quality not in self._nets:
             raise CodecError(f"{self.name}: no rate point {quality!r} (rates {self.rates})")
         if quality not in self._nets:
-            import torch
-
-            state = self.checkpoints.load(quality)
-            net = self.new_network()
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as exc:
-                raise MethodUnavailable(
-                    f"{self.name}: checkpoint {self.checkpoints.path(quality)} does not fit N={self.N}, M={self.M}, "
-                    f"base_channels={self.base_channels}, split={self.split}: {exc}"
-                ) from exc
-            with _default_entropy_coder(self.entropy_coder), torch.no_grad():
-                if _needs_update(net):
-                    net.update(force=True)
-            self._nets[quality] = net.eval().to(self.device)
+            self._nets[quality] = ready_for_coding(
+                self.new_network(),
+                self.checkpoints.load(quality),
+                self.entropy_coder,
+                self.device,
+                f"{self.name}: checkpoint {self.checkpoints.path(quality)} does not fit N={self.N}, M={self.M}, "
+                f"base_channels={self.base_channels}, split={self.split}",
+            )
         return self._nets[quality]
 
     def unavailable_reason(self) -> str | None:

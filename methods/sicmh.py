@@ -52,9 +52,9 @@ from bench.methods.compressai_codecs import (
     Header,
     _default_entropy_coder,
     _import_compressai,
-    _needs_update,
     _to_tensor,
     _to_uint8,
+    ready_for_coding,
 )
 from bench.methods.families import LayeredStreams, StreamContract
 
@@ -249,21 +249,14 @@ class SICMH(Method):
         if rate not in self._nets:
             if rate not in self.rates:
                 raise CodecError(f"{self.name}: no rate point {rate!r} (rates {self.rates})")
-            import torch
-
-            state = self.checkpoints.load(int(rate))
-            net = self.new_network()
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as exc:
-                raise MethodUnavailable(
-                    f"{self.name}: checkpoint {self.checkpoints.path(int(rate))} does not fit the configured "
-                    f"architecture {self.architecture.to_config()}: {exc}"
-                ) from exc
-            with _default_entropy_coder(self.entropy_coder), torch.no_grad():
-                if _needs_update(net):
-                    net.update(force=True)
-            self._nets[rate] = net.eval().to(self.device)
+            self._nets[rate] = ready_for_coding(
+                self.new_network(),
+                self.checkpoints.load(int(rate)),
+                self.entropy_coder,
+                self.device,
+                f"{self.name}: checkpoint {self.checkpoints.path(int(rate))} does not fit the configured "
+                f"architecture {self.architecture.to_config()}",
+            )
         return self._nets[rate]
 
     def unavailable_reason(self) -> str | None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.datasets.coco import COCO80, DETECTION, INSTANCE_SEGMENTATION, LABEL_SPACE
+from bench.provenance import installed_versions
 from bench.tasks import coco_eval
 from bench.tasks.base import Task, TaskUnavailable
 from bench.tasks.precision import autocast
@@ -824,12 +825,7 @@ class TorchvisionDetector(CocoDetectionTask):
         return self.description or f"{self.name} (torchvision {self.model}, weights {self.weights})"
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for pkg in ("torch", "torchvision"):
-            try:
-                out[pkg] = importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-                pass
+        out = installed_versions("torch", "torchvision")
         if self.weights is not None:
             try:
                 out["weights"] = str(self.weights_enum())

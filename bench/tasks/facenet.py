@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.provenance import installed_versions
 from bench.tasks.base import Task, TaskUnavailable
 from bench.tasks.faces import evaluate_detections, evaluate_embeddings
 
@@ -172,13 +173,7 @@ class MTCNNTask(Task):
         return np.asarray(boxes, dtype=np.float64), np.asarray(probs, dtype=np.float64), np.asarray(points)
 
     def versions(self) -> dict[str, str]:
-        out = {}
-        for pkg in ("facenet-pytorch", "torch"):
-            try:
-                out[pkg] = importlib.metadata.version(pkg)
-            except importlib.metadata.PackageNotFoundError:
-                pass
-        return out
+        return installed_versions("facenet-pytorch", "torch")
 
 
 class MTCNNFaceDetection(MTCNNTask):
