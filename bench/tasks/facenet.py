@@ -32,7 +32,7 @@ import numpy as np
 
 from bench.provenance import installed_versions
 from bench.tasks.base import Task, TaskUnavailable
-from bench.tasks.faces import evaluate_detections, evaluate_embeddings
+from bench.tasks.faces import FaceDetectionScoring, evaluate_embeddings
 
 FACENET_VERSION = "2.6.0"
 INSTALL = f'pip install "hmc-bench[learned,facenet]" && pip install --no-deps facenet-pytorch=={FACENET_VERSION}'
@@ -176,15 +176,12 @@ class MTCNNTask(Task):
         return installed_versions("facenet-pytorch", "torch")
 
 
-class MTCNNFaceDetection(MTCNNTask):
+class MTCNNFaceDetection(FaceDetectionScoring, MTCNNTask):
     """Face boxes and 5 landmarks: ``[{"bbox": [x, y, w, h], "score": p, "keypoints": [[x, y] * 5]}, ...]``.
 
     Boxes are clipped to the image, best first. Metrics (higher is better):
     ``AP50`` and ``recall50`` against the boxes found on the uncompressed image.
     """
-
-    kind: ClassVar[str] = "face_detection"
-    metrics: ClassVar[tuple[str, ...]] = ("AP50", "recall50")
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
         out = []
@@ -206,13 +203,6 @@ class MTCNNFaceDetection(MTCNNTask):
                 )
             out.append(sorted(faces, key=lambda f: -f["score"]))
         return out
-
-    def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
-        return evaluate_detections(predictions, references)
-
-    def reference_from_prediction(self, prediction: Any) -> Any:
-        """The boxes found on the uncompressed image (scores dropped)."""
-        return [list(d["bbox"]) for d in prediction or []]
 
     def describe(self) -> str:
         return f"{self.name} (facenet-pytorch MTCNN, min face {self.min_face_size} px, thresholds {self.thresholds})"

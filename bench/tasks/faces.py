@@ -21,7 +21,7 @@ import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -208,6 +208,25 @@ def _dist_version(name: str) -> str:
         return "unknown"
 
 
+class FaceDetectionScoring:
+    """What every face detector shares, whatever its network: the ``face_detection`` kind and its scoring.
+
+    Predictions are ``[{"bbox": [x, y, w, h], "score": s, ...}, ...]``; metrics (higher is better) are
+    ``AP50`` (VOC all-point AP at IoU 0.5) and ``recall50`` against the reference boxes; under the fidelity
+    protocol the reference is all the boxes detected on the uncompressed image.
+    """
+
+    kind: ClassVar[str] = "face_detection"
+    metrics: ClassVar[tuple[str, ...]] = ("AP50", "recall50")
+
+    def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
+        return evaluate_detections(predictions, references)
+
+    def reference_from_prediction(self, prediction: Any) -> Any:
+        """The boxes found on the uncompressed image (scores dropped)."""
+        return [list(d["bbox"]) for d in prediction or []]
+
+
 class DlibFaceTask(Task):
     """What the dlib face tasks share: finding the models, the face detector, lazy loading.
 
@@ -313,26 +332,11 @@ class DlibFaceTask(Task):
         return v
 
 
-class DlibFaceDetection(DlibFaceTask):
-    """Face boxes: a prediction is ``[{"bbox": [x, y, w, h], "score": s}, ...]``, best first.
-
-    Metrics (higher is better): ``AP50`` (VOC all-point AP at IoU 0.5) and
-    ``recall50`` against the reference boxes; under the fidelity protocol the
-    reference is all the boxes detected on the uncompressed image.
-    """
-
-    kind = "face_detection"
-    metrics = ("AP50", "recall50")
+class DlibFaceDetection(FaceDetectionScoring, DlibFaceTask):
+    """Face boxes: a prediction is ``[{"bbox": [x, y, w, h], "score": s}, ...]``, best first (AP50, recall50)."""
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
         return [[{"bbox": self.xywh(r), "score": round(s, 6)} for r, s in self.detect(img)] for img in images]
-
-    def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
-        return evaluate_detections(predictions, references)
-
-    def reference_from_prediction(self, prediction: Any) -> Any:
-        """The boxes found on the uncompressed image (scores dropped)."""
-        return [list(d["bbox"]) for d in prediction or []]
 
 
 class MainFaceTask(DlibFaceTask):

@@ -37,7 +37,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.tasks.base import Task, TaskUnavailable
-from bench.tasks.faces import evaluate_detections, evaluate_landmarks
+from bench.tasks.faces import FaceDetectionScoring, evaluate_landmarks
 from bench.tasks.masks import label_prediction
 from bench.tasks.segmentation import SegmentationTask, evaluate_segmentation, per_class_iou
 
@@ -193,7 +193,7 @@ def _pixels(x: float, y: float, width: int, height: int) -> list[float]:
     return [round(float(x) * width, 2), round(float(y) * height, 2)]
 
 
-class MediaPipeFaceDetection(MediaPipeTask):
+class MediaPipeFaceDetection(FaceDetectionScoring, MediaPipeTask):
     """BlazeFace boxes and 6 keypoints (eyes, nose tip, mouth centre, ear tragions), best first.
 
     A prediction is ``[{"bbox": [x, y, w, h], "score": s, "keypoints": [[x, y] * 6]}, ...]``
@@ -202,8 +202,6 @@ class MediaPipeFaceDetection(MediaPipeTask):
     recall50 against the boxes found on the uncompressed image.
     """
 
-    kind: ClassVar[str] = "face_detection"
-    metrics: ClassVar[tuple[str, ...]] = ("AP50", "recall50")
     MODELS: ClassVar[dict[int, str]] = {
         0: "modules/face_detection/face_detection_short_range.tflite",
         1: "modules/face_detection/face_detection_full_range_sparse.tflite",
@@ -248,13 +246,6 @@ class MediaPipeFaceDetection(MediaPipeTask):
                 )
             out.append(sorted(faces, key=lambda f: -f["score"]))
         return out
-
-    def evaluate(self, predictions: Mapping[str, Any], references: Mapping[str, Any]) -> dict[str, float]:
-        return evaluate_detections(predictions, references)
-
-    def reference_from_prediction(self, prediction: Any) -> Any:
-        """The boxes found on the uncompressed image (scores dropped)."""
-        return [list(d["bbox"]) for d in prediction or []]
 
     def describe(self) -> str:
         kind = "short range" if self.model_selection == 0 else "full range"
