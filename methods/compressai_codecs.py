@@ -487,10 +487,15 @@ class CompressAICodec(Method):
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
+    def _architecture(self) -> type:
+        """The CompressAI model class whose ``from_state_dict`` rebuilds a checkpoint of ``self.arch``."""
+        from compressai.zoo.image import model_architectures
+
+        return model_architectures[self.arch]
+
     def _load_checkpoint(self, quality: int, path: Path) -> torch.nn.Module:
         import torch
         from compressai.zoo import load_state_dict as rename_legacy_keys
-        from compressai.zoo.image import model_architectures
 
         from bench.codec_weights import ChecksumError, to_float32, verify_checksum
 
@@ -509,7 +514,7 @@ class CompressAICodec(Method):
                 f"{self._label(quality)}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}"
             ) from exc
         try:
-            return model_architectures[self.arch].from_state_dict(state)
+            return self._architecture().from_state_dict(state)
         except (KeyError, RuntimeError, ValueError, IndexError) as exc:
             raise MethodUnavailable(
                 f"{self._label(quality)}: checkpoint {path} does not hold {self.arch} weights: "

@@ -159,20 +159,10 @@ class SSF2020(CompressAICodec):
                 f"{self._label(quality)}: cannot load {cached}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def _load_checkpoint(self, quality: int, path: Path) -> torch.nn.Module:
-        import torch
+    def _architecture(self) -> type:
         from compressai.models.video import ScaleSpaceFlow
-        from compressai.zoo import load_state_dict as rename_legacy_keys
 
-        if not path.is_file():
-            raise MethodUnavailable(f"{self._label(quality)}: checkpoint file not found: {path}")
-        try:
-            state = rename_legacy_keys(dict(_state_dict_of(torch.load(path, map_location="cpu", weights_only=True))))
-            return ScaleSpaceFlow.from_state_dict(state)
-        except Exception as exc:  # unreadable, pickled code (weights_only refuses it), other architecture
-            raise MethodUnavailable(
-                f"{self._label(quality)}: cannot load {ARCH} weights from {path}: {type(exc).__name__}: {exc}"
-            ) from exc
+        return ScaleSpaceFlow
 
     # --- coding -----------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:

@@ -219,6 +219,25 @@ def test_ssf2020_offline_names_the_file_and_the_url(tmp_path, monkeypatch):
     assert "https://compressai.s3.amazonaws.com/models/v1/ssf2020-mse-2-79ed4e19.pth.tar" in reason
 
 
+def test_ssf2020_wrong_or_unreadable_checkpoint_names_the_file(tmp_path):
+    torch = pytest.importorskip("torch")
+    from compressai.zoo import bmshj2018_hyperprior
+
+    from bench.methods.ssf2020 import SSF2020
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    with pytest.raises(MethodUnavailable, match="cannot read checkpoint") as err:
+        SSF2020("ssf2020", [4], checkpoints={4: str(garbage)}).network(4)
+    assert str(garbage) in str(err.value)
+
+    image_codec = tmp_path / "hyperprior.pth"
+    torch.save(bmshj2018_hyperprior(quality=1).state_dict(), image_codec)
+    with pytest.raises(MethodUnavailable, match="does not hold ssf2020 weights") as err:
+        SSF2020("ssf2020", [4], checkpoints={4: str(image_codec)}).network(4)
+    assert str(image_codec) in str(err.value)
+
+
 # --- VTM on clips, through fake binaries that check what the adapter writes ---------------------------------
 
 FAKE_VTM_ENCODER = """
