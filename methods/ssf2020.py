@@ -38,7 +38,6 @@ from bench.methods.compressai_codecs import (
     CompressAICodec,
     _get_varint,
     _put_varint,
-    _state_dict_of,
     _to_tensor,
     _to_uint8,
 )
