@@ -299,6 +299,9 @@ class CompressAICodec(Method):
     #: the rate is the size of real entropy-coded bytes, header included
     bpp_source: ClassVar[str] = "bitstream"
     min_div: ClassVar[int] = MIN_DIV
+    #: the architectures this class codes with, their qualities, and the metrics weights exist for
+    qualities: ClassVar[Mapping[str, range]] = QUALITIES
+    metrics: ClassVar[tuple[str, ...]] = METRICS
 
     def __init__(
         self,
@@ -313,14 +316,16 @@ class CompressAICodec(Method):
         description: str = "",
         **options: Any,
     ):
-        if arch not in QUALITIES:
-            raise ValueError(f"method {name!r}: unknown CompressAI architecture {arch!r}; known: {list(QUALITIES)}")
-        if metric not in METRICS:
-            raise ValueError(f"method {name!r}: metric must be one of {METRICS}, not {metric!r}")
+        if arch not in self.qualities:
+            raise ValueError(
+                f"method {name!r}: unknown CompressAI architecture {arch!r}; known: {list(self.qualities)}"
+            )
+        if metric not in self.metrics:
+            raise ValueError(f"method {name!r}: metric must be one of {self.metrics}, not {metric!r}")
         super().__init__(name, rates, description or f"CompressAI {arch} ({metric})", **options)
-        bad = [r for r in self.rates if not isinstance(r, int) or r not in QUALITIES[arch]]
+        bad = [r for r in self.rates if not isinstance(r, int) or r not in self.qualities[arch]]
         if bad:
-            q = QUALITIES[arch]
+            q = self.qualities[arch]
             raise ValueError(f"method {name!r}: {arch} has qualities {q.start}..{q.stop - 1}; got {bad}")
         self.arch = arch
         self.metric = metric
@@ -351,8 +356,8 @@ class CompressAICodec(Method):
             q = int(rate)
         except (TypeError, ValueError):
             q = None
-        if q is None or q != rate or q not in QUALITIES[self.arch]:
-            q_range = QUALITIES[self.arch]
+        if q is None or q != rate or q not in self.qualities[self.arch]:
+            q_range = self.qualities[self.arch]
             raise CodecError(f"{self.arch}: no quality {rate!r} (qualities {q_range.start}..{q_range.stop - 1})")
         return q
 

@@ -28,12 +28,11 @@ from __future__ import annotations
 import os
 import urllib.error
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Method, MethodUnavailable
+from bench.methods.base import HUMAN, Bitstream, CodecError, MethodUnavailable
 from bench.methods.compressai_codecs import (
     CompressAICodec,
     _get_varint,
@@ -98,6 +97,9 @@ class SSF2020(CompressAICodec):
     min_div: ClassVar[int] = MIN_DIV
     media: ClassVar[str] = "video"  # codes clips (T x H x W x 3), not images
 
+    qualities: ClassVar[Mapping[str, range]] = {ARCH: QUALITIES}
+    metrics: ClassVar[tuple[str, ...]] = ("mse",)  # CompressAI publishes ssf2020 weights for MSE only
+
     def __init__(
         self,
         name: str,
@@ -109,31 +111,19 @@ class SSF2020(CompressAICodec):
         device: str = "cpu",
         description: str = "",
     ):
-        bad = [r for r in rates if not isinstance(r, int) or r not in QUALITIES]
-        if bad:
-            raise ValueError(f"method {name!r}: {ARCH} has qualities 1..9; got {bad}")
-        if metric != "mse":
-            raise ValueError(f"method {name!r}: CompressAI publishes {ARCH} weights for metric 'mse' only")
-        Method.__init__(self, name, rates, description or f"CompressAI {ARCH} ({metric}), low delay")
-        self.arch, self.metric = ARCH, metric
-        self.entropy_coder = entropy_coder
-        self.device = device
-        self.checkpoint_pattern = checkpoint_pattern
-        self.checkpoints: dict[int, Path] | Path | None
-        if checkpoints is None:
-            self.checkpoints = None
-        elif isinstance(checkpoints, Mapping):
-            self.checkpoints = {int(k): Path(os.path.expanduser(str(v))) for k, v in checkpoints.items()}
-        else:
-            self.checkpoints = Path(os.path.expanduser(str(checkpoints)))
-        self._models: dict[int, torch.nn.Module] = {}
+        super().__init__(
+            name,
+            rates,
+            ARCH,
+            metric,
+            checkpoints,
+            checkpoint_pattern,
+            entropy_coder,
+            device,
+            description or f"CompressAI {ARCH} ({metric}), low delay",
+        )
 
     # --- where the weights are (the rest is CompressAICodec's) ---------------------
-    def _quality(self, rate: Any) -> int:
-        if not isinstance(rate, (int, np.integer)) or int(rate) not in QUALITIES:
-            raise CodecError(f"{ARCH}: no quality {rate!r} (qualities 1..9)")
-        return int(rate)
-
     def zoo_url(self, quality: int) -> str:
         from compressai.zoo.video import model_urls
 

@@ -219,6 +219,15 @@ def test_ssf2020_offline_names_the_file_and_the_url(tmp_path, monkeypatch):
     assert "https://compressai.s3.amazonaws.com/models/v1/ssf2020-mse-2-79ed4e19.pth.tar" in reason
 
 
+def test_ssf2020_rejects_unknown_qualities_and_metrics():
+    from bench.methods.ssf2020 import SSF2020
+
+    with pytest.raises(ValueError, match=r"ssf2020 has qualities 1..9; got \[10\]"):
+        SSF2020("ssf2020", [1, 10])
+    with pytest.raises(ValueError, match=r"metric must be one of \('mse',\), not 'ms-ssim'"):
+        SSF2020("ssf2020", [1], metric="ms-ssim")
+
+
 def test_ssf2020_wrong_or_unreadable_checkpoint_names_the_file(tmp_path):
     torch = pytest.importorskip("torch")
     from compressai.zoo import bmshj2018_hyperprior
