@@ -118,7 +118,7 @@ def export_run(
     name: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.pth`` (fp16 + tables) and its JSON sidecar from a training run."""
-    from bench.train_codec import TrainError, build_model, read_checkpoint
+    from bench.train_codec import TrainError, build_model, describe_init, read_checkpoint
 
     run_dir = Path(os.path.expanduser(str(run_dir)))
     if checkpoint not in ("last", "best"):
@@ -137,6 +137,10 @@ def export_run(
     torch.save(state, tmp)
     os.replace(tmp, weights)
     val = _validation_record(run_dir, ckpt["step"])
+    init = ckpt.get("init")
+    if init is None and cfg.get("init_from"):  # a checkpoint from before runs recorded their start
+        start = Path(os.path.expanduser(str(cfg["init_from"])))
+        init = describe_init(start) if start.is_file() else {"file": start.name}
     meta = {
         "arch": cfg["model"],
         "metric": cfg["metric"],
@@ -145,6 +149,7 @@ def export_run(
         "M": int(net.g_a[-1].weight.shape[0]) if hasattr(net, "g_a") else cfg["M"],
         "lmbda": cfg["lmbda"],
         "steps": ckpt["step"],
+        "total_steps": ckpt["step"] + int((init or {}).get("total_steps") or 0),  # with the run it started from
         "checkpoint": checkpoint,
         "training": {
             "data": ckpt.get("data", {}),
@@ -153,7 +158,7 @@ def export_run(
             "lr": cfg["lr"],
             "lr_drop": cfg["lr_drop"],
             "seed": cfg["seed"],
-            "init_from": Path(cfg["init_from"]).name if cfg.get("init_from") else None,
+            "init_from": init,
             "train_seconds": round(ckpt["elapsed_s"]),
         },
         "validation": {k: v for k, v in val.items() if k.startswith("val_") or k in ("step", "lr")},

@@ -210,8 +210,29 @@ def config_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]
     ]
 
 
-def _load_init_weights(net: torch.nn.Module, path: str) -> None:
-    """Start from another run's weights (e.g. a lower-lambda model), fresh optimizers."""
+def describe_init(path: str | os.PathLike) -> dict[str, Any]:
+    """What a run starts from: the file, its architecture, quality, lambda and steps (with its own start's).
+
+    ``total_steps`` counts the whole chain (e.g. q2 fine-tuned from q1), so a shipped model says how much
+    training it has really had."""
+    from bench.codec_weights import sidecar_path
+
+    p = Path(os.path.expanduser(str(path)))
+    record: dict[str, Any] = {"file": p.name}
+    if p.suffix == ".pt":
+        ckpt = read_checkpoint(p)
+        cfg, earlier = ckpt["config"], ckpt.get("init") or {}
+        record.update(arch=cfg["model"], quality=cfg["quality"], lmbda=cfg["lmbda"], steps=ckpt["step"])
+        record["total_steps"] = ckpt["step"] + int(earlier.get("total_steps", 0))
+    elif sidecar_path(p).is_file():
+        side = json.loads(sidecar_path(p).read_text())
+        record.update({k: side.get(k) for k in ("arch", "quality", "lmbda", "steps")})
+        record["total_steps"] = side.get("total_steps", side.get("steps"))
+    return record
+
+
+def _load_init_weights(net: torch.nn.Module, path: str) -> dict[str, Any]:
+    """Start from another run's weights (e.g. a lower-lambda model), fresh optimizers; returns what they are."""
     from bench.codec_weights import read_state_dict
 
     p = Path(os.path.expanduser(path))
@@ -223,6 +244,7 @@ def _load_init_weights(net: torch.nn.Module, path: str) -> None:
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise TrainError(f"init_from={path}: weights do not fit this model: {exc}") from exc
+    return describe_init(p)
 
 
 # --- the run ----------------------------------------------------------------------
@@ -252,6 +274,7 @@ class Trainer:
         self.step = 0
         self.elapsed_s = 0.0
         self.best_val = math.inf
+        self.init_record: dict[str, Any] | None = None  # what init_from started this run from
         self.data_summary: dict[str, Any] = {}
         self._stop_signal: int | None = None
 
@@ -300,6 +323,7 @@ class Trainer:
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "data": self.data_summary,
+            "init": self.init_record,
         }
 
     def save(self, name: str = "last.pt") -> Path:
@@ -328,9 +352,10 @@ class Trainer:
             if ckpt["cuda_rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
             self.step, self.elapsed_s, self.best_val = ckpt["step"], ckpt["elapsed_s"], ckpt["best_val"]
+            self.init_record = ckpt.get("init")
             log.info("resumed %s at step %d (lr %.3g)", last, self.step, self.optimizer.param_groups[0]["lr"])
         elif self.cfg["init_from"]:
-            _load_init_weights(self.net, self.cfg["init_from"])
+            self.init_record = _load_init_weights(self.net, self.cfg["init_from"])
             log.info("initialised from %s", self.cfg["init_from"])
 
     # signals

@@ -280,6 +280,29 @@ def test_init_from_an_exported_file_starts_from_its_weights(exported, tmp_path, 
         assert torch.equal(value, shipped[key].to(value.dtype)), key
 
 
+def test_a_chain_of_init_from_runs_ships_its_whole_training_history(exported, tmp_path, image_dirs):
+    """q3 from a q2 run.pt that came from an exported file: the sidecar names each start and sums the steps."""
+    _, weights, sidecar = exported
+    first_steps = json.loads(sidecar.read_text())["steps"]
+    Trainer(_cfg(tmp_path / "a", image_dirs, "quality=2", "steps=2", f"init_from={weights}")).run()
+    Trainer(
+        _cfg(tmp_path / "b", image_dirs, "quality=3", "steps=3", f"init_from={tmp_path / 'a' / 'run' / 'last.pt'}")
+    ).run()
+    _, side = export_run(tmp_path / "b" / "run", "last", tmp_path / "weights")
+    meta = json.loads(side.read_text())
+    assert meta["steps"] == 3 and meta["total_steps"] == 3 + 2 + first_steps
+    start = meta["training"]["init_from"]
+    assert start == {
+        "file": "last.pt",
+        "arch": "bmshj2018-hyperprior",
+        "quality": 2,
+        "lmbda": 0.0035,
+        "steps": 2,
+        "total_steps": 2 + first_steps,
+    }
+    assert json.loads(sidecar.read_text())["training"]["init_from"] is None
+
+
 def test_the_committed_q1_weights_match_their_sidecar_and_code_a_photograph() -> None:
     """What a fresh clone relies on: the project's own q1 hyperprior loads, checks out, and compresses."""
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "bmshj2018-hyperprior-ours"
