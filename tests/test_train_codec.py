@@ -303,27 +303,38 @@ def test_a_chain_of_init_from_runs_ships_its_whole_training_history(exported, tm
     assert json.loads(sidecar.read_text())["training"]["init_from"] is None
 
 
-def test_the_committed_q1_weights_match_their_sidecar_and_code_a_photograph() -> None:
-    """What a fresh clone relies on: the project's own q1 hyperprior loads, checks out, and compresses."""
+def test_the_committed_weights_match_their_sidecars_and_code_a_photograph() -> None:
+    """What a fresh clone relies on: the project's own hyperprior qualities load, check out, and compress,
+    each at a higher rate and quality than the one below it."""
+    from bench.train_codec import ZOO_LAMBDAS
+
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "bmshj2018-hyperprior-ours"
-    weights = folder / "bmshj2018-hyperprior-mse-q1.pth"
-    sidecar = json.loads(weights.with_suffix(".json").read_text())
-    assert sidecar["sha256"] == sha256_of(weights) and sidecar["quality"] == 1 and sidecar["lmbda"] == 0.0018
+    qualities = sorted(int(p.stem.rsplit("q", 1)[1]) for p in folder.glob("bmshj2018-hyperprior-mse-q*.pth"))
+    assert qualities[0] == 1, qualities
+    for q in qualities:
+        weights = folder / f"bmshj2018-hyperprior-mse-q{q}.pth"
+        sidecar = json.loads(weights.with_suffix(".json").read_text())
+        assert sidecar["sha256"] == sha256_of(weights), weights
+        assert sidecar["quality"] == q and sidecar["lmbda"] == ZOO_LAMBDAS[q], sidecar
     codec = CompressAICodec(
         name="bmshj2018-hyperprior-ours",
         arch="bmshj2018-hyperprior",
         metric="mse",
-        rates=[1],
+        rates=qualities,
         checkpoints=folder,
         checkpoint_pattern="{arch}-{metric}-q{quality}.pth",
         device="cpu",
     )
     assert codec.unavailable_reason() is None
     image = np.ascontiguousarray(skdata.astronaut()[::2, ::2])
-    written = codec.encode(image, 1)
-    decoded = codec.decode(written)
-    assert decoded.shape == image.shape and decoded.dtype == np.uint8
-    assert np.array_equal(decoded, codec.decode(written))  # deterministic decoding
-    # trained weights, not a random init: a low-rate code of a real photograph (0.26 bpp, 22.3 dB when committed)
-    assert 0.05 < written.bpp() < 0.6
-    assert 20.0 < psnr(decoded, image) < 30.0
+    points = []
+    for q in qualities:
+        written = codec.encode(image, q)
+        decoded = codec.decode(written)
+        assert decoded.shape == image.shape and decoded.dtype == np.uint8
+        assert np.array_equal(decoded, codec.decode(written))  # deterministic decoding
+        points.append((written.bpp(), psnr(decoded, image)))
+    # trained weights, not a random init: q1 is a low-rate code of a real photograph (0.26 bpp, 22.3 dB when
+    # first committed), and each higher quality spends more bits for a better picture
+    assert 0.05 < points[0][0] < 0.6 and 20.0 < points[0][1] < 30.0
+    assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(points, points[1:])), points
