@@ -210,17 +210,17 @@ def config_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]
     ]
 
 
-def describe_init(path: str | os.PathLike) -> dict[str, Any]:
+def describe_init(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -> dict[str, Any]:
     """What a run starts from: the file, its architecture, quality, lambda and steps (with its own start's).
 
     ``total_steps`` counts the whole chain (e.g. q2 fine-tuned from q1), so a shipped model says how much
-    training it has really had."""
+    training it has really had. ``ckpt``: the ``.pt`` checkpoint already read from ``path``, if it was."""
     from bench.codec_weights import sidecar_path
 
     p = Path(os.path.expanduser(str(path)))
     record: dict[str, Any] = {"file": p.name}
     if p.suffix == ".pt":
-        ckpt = read_checkpoint(p)
+        ckpt = ckpt if ckpt is not None else read_checkpoint(p)
         cfg, earlier = ckpt["config"], ckpt.get("init") or {}
         record.update(arch=cfg["model"], quality=cfg["quality"], lmbda=cfg["lmbda"], steps=ckpt["step"])
         record["total_steps"] = ckpt["step"] + int(earlier.get("total_steps", 0))
@@ -236,15 +236,16 @@ def _load_init_weights(net: torch.nn.Module, path: str) -> dict[str, Any]:
     from bench.codec_weights import read_state_dict
 
     p = Path(os.path.expanduser(path))
-    if p.suffix == ".pt":
-        state = read_checkpoint(p)["model"]
+    ckpt = read_checkpoint(p) if p.suffix == ".pt" else None
+    if ckpt is not None:
+        state = ckpt["model"]
     else:
         state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(p).items()}
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise TrainError(f"init_from={path}: weights do not fit this model: {exc}") from exc
-    return describe_init(p)
+    return describe_init(p, ckpt)
 
 
 # --- the run ----------------------------------------------------------------------
