@@ -144,6 +144,14 @@ class Method(abc.ABC):
         """Why this method cannot run here, or None when it can."""
         return None
 
+    def served_tasks(self) -> list[str]:
+        """Harness task names (``conf/task/<name>.yaml``) this method decodes for.
+
+        A run that names no ``task=`` measures these, so a human-machine method's
+        own tasks are measured by default; plain codecs serve none.
+        """
+        return []
+
     def versions(self) -> dict[str, str]:
         """Versions of the libraries that produced the bytes (for provenance)."""
         return {}
