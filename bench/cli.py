@@ -24,6 +24,9 @@ commands:
                       every task's predictions (needs a MongoDB: FIFTYONE_DATABASE_URI or fiftyone-db)
   train [overrides]   train a human-machine method's recipe for one rate point (Hydra; resumable)
                       e.g. python -m bench train method=eac dataset=coco task=detection rate=3
+  train-export RUN_MODEL DEST
+                      ship a trained method's model.pt: fp16 weights + sidecar (SHA-256, steps, data, λ, validation,
+                      the backbone it was trained on)
   train-codec [k=v]   train a CompressAI codec for one rate point (resumable); `train-codec export` ships it
 
 python -m bench <command> --help for details.
@@ -98,6 +101,12 @@ def _cmd_train_codec(argv: list[str]) -> int:
     return train_codec_main(argv)
 
 
+def _cmd_train_export(argv: list[str]) -> int:
+    from bench.module_export import main as export_main
+
+    return export_main(argv)
+
+
 def _cmd_export_fiftyone(argv: list[str]) -> int:
     from bench.fiftyone_export import main as export_main
 
@@ -113,6 +122,7 @@ COMMANDS = {
     "check": _cmd_check,
     "export-fiftyone": _cmd_export_fiftyone,
     "train": _cmd_train,
+    "train-export": _cmd_train_export,
     "train-codec": _cmd_train_codec,
 }
 

@@ -149,11 +149,17 @@ class Stage:
 
 @dataclass
 class Recipe:
-    """A method's training: the model checkpoints hold, its stages, and held-out validation."""
+    """A method's training: the model checkpoints hold, its stages, and held-out validation.
+
+    ``trained_on`` names the frozen weights the trained model depends on (``{"backbone": path}``; a
+    ``generated:<digest>`` string for weights made in memory): checkpoints record their SHA-256, so a
+    trained module is never loaded onto other weights (``bench.weight_files.check_trained_on``).
+    """
 
     model: torch.nn.Module
     stages: list[Stage]
     validate: Callable[[list[np.ndarray]], Mapping[str, float]] | None = None
+    trained_on: dict[str, Path | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -387,6 +393,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return obj
 
 
+def trained_on_record(files: Mapping[str, Path | str]) -> dict[str, dict[str, str]]:
+    """``{role: {"file", "sha256"}}`` of the weights a model was trained on (``generated:`` ones as they are)."""
+    from bench.keys import weight_digests
+
+    digests = weight_digests(files)
+    return {role: {"file": str(f), "sha256": digests[role]} for role, f in files.items()}
+
+
 def config_digest(config: Mapping[str, Any]) -> str:
     """What must match for a resume: the config without the keys that do not change the result."""
     ignored = {"resume", "progress", "threads", "device", "out_dir", "checkpoint_every", "log_every"}
@@ -417,6 +431,7 @@ def train(
     checkpoint_every: int = 100,
     log_every: int = 10,
     stop_after: int | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Run ``recipe``'s stages in order; checkpoint, verify frozen modules, validate, resume.
 
@@ -424,6 +439,9 @@ def train(
     ``config`` is the resolved run config saved with every checkpoint (and
     compared on resume). ``stop_after`` ends the run after that many steps
     in this call (a checkpoint is written): an interruption, for tests.
+    Every checkpoint carries ``provenance``: the SHA-256 of the weights the
+    model was trained on (``recipe.trained_on``; a resume onto other weights is
+    refused), the steps of each stage, and what the caller adds (data, device).
     """
     import torch
 
@@ -441,11 +459,20 @@ def train(
     start_stage, start_step = 0, 0
     saved: dict[str, Any] = {}
     last = out / "last.pt"
+    record: dict[str, Any] = {**dict(provenance or {}), "trained_on": trained_on_record(recipe.trained_on)}
     if resume and last.is_file():
         saved = load_checkpoint(last)
         if saved.get("config_digest") != digest:
             raise TrainingError(
                 f"{last} was written by a run with another config; use resume=false (starts over) or another out_dir"
+            )
+        was = {k: v.get("sha256") for k, v in (saved.get("provenance") or {}).get("trained_on", {}).items()}
+        now = {k: v["sha256"] for k, v in record["trained_on"].items()}
+        if was != now:
+            changed = sorted(k for k in set(was) | set(now) if was.get(k) != now.get(k))
+            raise TrainingError(
+                f"{last} was trained on other weights ({', '.join(changed)} changed since); use resume=false "
+                "(starts over) or another out_dir"
             )
         model.load_state_dict(saved["state_dict"])
         start_stage, start_step = int(saved["progress"]["stage"]), int(saved["progress"]["step"])
@@ -458,10 +485,14 @@ def train(
         log.info("resuming from %s: stage %s, step %d", last, names[min(start_stage, len(names) - 1)], start_step)
     steps_this_call = 0
 
+    def stamped() -> dict[str, Any]:
+        return {**record, "steps": dict(result.steps)}
+
     def checkpoint(stage_index: int, step: int, frozen_digests: Any, opt: Any, aux_opt: Any) -> None:
         state = {
             "format": CHECKPOINT_FORMAT,
             "config": config,
+            "provenance": stamped(),
             "config_digest": digest,
             "state_dict": model.state_dict(),
             "validation": result.validation,
@@ -553,10 +584,12 @@ def train(
             result.validation[stage.name] = {k: float(v) for k, v in figures.items()}
             log.info("validation after %s: %s", stage.name, _fmt(result.validation[stage.name]))
         final = {"format": CHECKPOINT_FORMAT, "config": config, "validation": result.validation, "stage": stage.name}
+        final["provenance"] = stamped()
         _atomic_save({**final, "state_dict": model.state_dict()}, out / f"{stage.name}.pt")
         checkpoint(index + 1, 0, None, None, None)
         saved = {}
     final = {"format": CHECKPOINT_FORMAT, "config": config, "validation": result.validation, "stage": names[-1]}
+    final["provenance"] = stamped()
     _atomic_save({**final, "state_dict": model.state_dict()}, out / "model.pt")
     (out / "validation.json").write_text(json.dumps(result.validation, indent=2, sort_keys=True))
     result.finished = True
@@ -568,6 +601,50 @@ def _fmt(terms: Mapping[str, float]) -> str:
 
 
 # --- the command -----------------------------------------------------------------
+
+
+def run_provenance(
+    cfg: DictConfig, method: Any, tasks: Sequence[Any], dataset: Any, n_train: int, n_val: int, device: str
+) -> dict[str, Any]:
+    """What a checkpoint says about how it was made: method, rate, data, schedule, device, start, code."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from bench.provenance import git_state, package_versions
+
+    stages = OmegaConf.to_container(cfg.recipe.get("stages") or {}, resolve=True)
+    init = cfg.recipe.get("init_from")
+    start = None
+    if init:
+        path = Path(os.path.expanduser(str(init)))
+        start = {"file": str(init)}
+        if path.is_file():
+            from bench.digests import file_sha256
+            from bench.weight_files import load_trained
+
+            _, before = load_trained(path)
+            steps = before.get("total_steps", sum((before.get("steps") or {}).values()))
+            start.update({"sha256": file_sha256(path), "total_steps": int(steps or 0)})
+    return {
+        "origin": "local",
+        "method": method.name,
+        "class": f"{type(method).__module__}.{type(method).__qualname__}",
+        "rate": cfg.rate if cfg.get("rate") is not None else method.rates[0],
+        "tasks": [t.name for t in tasks],
+        "data": {
+            "dataset": dataset.name,
+            "train_images": n_train,
+            "val_images": n_val,
+            "crop": int(cfg.crop),
+            "seed": int(cfg.seed),
+        },
+        "schedule": stages,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "init_from": start,
+        "code": git_state(),
+        "versions": package_versions(),
+    }
 
 
 def train_job(cfg: DictConfig) -> TrainResult:
@@ -618,8 +695,11 @@ def train_job(cfg: DictConfig) -> TrainResult:
     config = OmegaConf.to_container(cfg, resolve=True)
     try:
         recipe = method.training_recipe(rate, tasks, settings, device)
+        for task in tasks:  # the frozen task networks the loss ran through
+            recipe.trained_on.update({f"{role} {task.name}": f for role, f in task.weight_files().items()})
         sampler = CropSampler(dataset, train_samples, int(cfg.crop), seed=int(cfg.seed))
         val_images = [dataset.load(s) for s in val_samples]
+        provenance = run_provenance(cfg, method, tasks, dataset, len(train_samples), len(val_samples), device)
         log.info(
             "training %s (rate %s) on %s: %d training / %d validation images, device %s -> %s",
             method.name,
@@ -641,6 +721,7 @@ def train_job(cfg: DictConfig) -> TrainResult:
             resume=bool(cfg.resume),
             checkpoint_every=int(cfg.checkpoint_every),
             log_every=int(cfg.log_every),
+            provenance=provenance,
         )
     except (TrainingError, MethodUnavailable) as exc:
         raise UserError(str(exc)) from exc

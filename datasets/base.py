@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Sample:
-    """One item of a dataset. ``id`` is stable across runs: results are keyed by it."""
+    """One item of a dataset. ``id`` is stable across runs: results are keyed by it and by ``content``."""
 
     id: str
     source: str  # a path, or a description of where the pixels come from
+    #: digest of what the sample is (``ImageDataset.content_digest``), set by the runner before measuring
+    content: str | None = None
 
 
 class ImageDataset(abc.ABC):
@@ -42,6 +45,20 @@ class ImageDataset(abc.ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def content_digest(self, sample: Sample) -> str:
+        """What the sample is, as rows record it: its file's bytes when its source is one file, else its pixels.
+
+        Datasets whose samples read more than one file (images with label maps, say) extend it.
+        """
+        from bench.keys import sample_content
+
+        path = Path(sample.source)
+        return sample_content(path) if path.is_file() else sample_content(None, self.load(sample))
+
+    def label_files(self) -> list[Path]:
+        """Files holding the ground truth shared by all samples (COCO's annotations); their digests go in meta."""
+        return []
 
 
 class DatasetUnavailable(RuntimeError):

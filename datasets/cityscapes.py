@@ -184,6 +184,17 @@ class Cityscapes(ImageDataset):
     def load(self, sample: Sample) -> np.ndarray:
         return read_rgb8(sample.source)
 
+    def content_digest(self, sample: Sample) -> str:
+        """The frame's bytes and, where there is one, its label map's: both decide a row's evaluation."""
+        from bench.keys import sample_content
+
+        frame = sample_content(sample.source)
+        try:
+            labels = sample_content(self.label_target(sample)["path"])
+        except DatasetUnavailable:
+            return frame
+        return f"{frame}+{labels}"
+
     def label_target(self, sample: Sample) -> dict[str, Any]:
         """Where ``sample``'s labels are and how to read them (labelIds preferred, else labelTrainIds)."""
         split, city, stem = sample.id.split("/")

@@ -298,6 +298,9 @@ class CocoDetection(ImageDataset):
             "or set dataset.root / dataset.images / dataset.annotations to an existing copy"
         )
 
+    def label_files(self) -> list[Path]:
+        return [self.annotation_file] if self.annotation_file.is_file() else []
+
     def coco(self) -> COCO:
         """The validated ground truth (pycocotools ``COCO``)."""
         if not self.annotation_file.is_file():

@@ -238,6 +238,9 @@ class ImageNetFolder(ImageDataset):
         labels = self.labels()
         return {s.id: labels[s.id] for s in samples}
 
+    def label_files(self) -> list[Path]:
+        return [Path(p) for p in (self.labels_path, self.classes_path) if p is not None and Path(p).is_file()]
+
     def describe(self) -> str:
         how = self.labels_path.name if self.labels_path else "class folders"
         return f"{self.name} ({self.root}, {how})"

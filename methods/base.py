@@ -12,6 +12,7 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -143,6 +144,22 @@ class Method(abc.ABC):
     def unavailable_reason(self) -> str | None:
         """Why this method cannot run here, or None when it can."""
         return None
+
+    def weight_files(self, rate: Any) -> dict[str, Path | str]:
+        """The weight files rate point ``rate`` reads, by role ("codec", "backbone", "modules yolox-nano", ...).
+
+        Their SHA-256 are in every row's identity and in the results' ``meta.weights``; weights held in memory
+        (tests, a training loop) appear as a ``generated:<digest>`` description. Codecs without learned weights
+        have none.
+        """
+        return {}
+
+    def weights_origin(self, role: str) -> str:
+        """Where a weight file without a sidecar comes from: ``published`` (its authors' release) or ``unknown``.
+
+        A sidecar written by this harness's exports says ``local`` itself (``bench.weight_files``).
+        """
+        return "unknown"
 
     def served_tasks(self) -> list[str]:
         """Harness task names (``conf/task/<name>.yaml``) this method decodes for.

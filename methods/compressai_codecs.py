@@ -346,6 +346,8 @@ class CompressAICodec(Method):
                 f"not {type(checkpoints).__name__}"
             )
         self._models: dict[int, torch.nn.Module] = {}
+        #: qualities whose network was installed from memory (:meth:`install`), not read from a file
+        self._installed: set[int] = set()
 
     # --- where the weights are -------------------------------------------------
     def _label(self, quality: int) -> str:
@@ -449,7 +451,24 @@ class CompressAICodec(Method):
             )
         return f"{self.arch} ({self.metric}): checkpoint file(s) not found for qualities {qs}, e.g. {f}"
 
+    def weight_files(self, rate: Any) -> dict[str, Path | str]:
+        from bench.digests import module_digest
+        from bench.keys import GENERATED
+
+        q = self._quality(rate)
+        if q in self._installed:  # digested now: a network in memory may have changed since it was installed
+            return {"codec": GENERATED + module_digest(self._models[q])}
+        return {"codec": self.weights_file(q)}
+
+    def weights_origin(self, role: str) -> str:
+        return "published" if self.checkpoints is None else "unknown"  # the zoo's files are CompressAI's release
+
     # --- loading ------------------------------------------------------------------
+    def install(self, quality: int, net: torch.nn.Module) -> None:
+        """Code ``quality`` with ``net`` (a network in memory: tests, training loops) instead of a weights file."""
+        self._models[quality] = net.eval().to(self.device)
+        self._installed.add(quality)
+
     def network(self, quality: int) -> torch.nn.Module:
         """The model for ``quality``, loaded on first use and then cached."""
         q = self._quality(quality)

@@ -176,7 +176,7 @@ class CompressedDomain(Method):
 
         with _default_entropy_coder(self.codec.entropy_coder):
             codec.update(force=True)
-        self.codec._models[quality] = codec.eval().to(self.device)
+        self.codec.install(quality, codec)
         self._heads[quality] = head.eval().to(self.device)
 
     def head(self, quality: int) -> Any:

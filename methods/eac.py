@@ -62,12 +62,12 @@ from bench.methods.compressai_codecs import (
     _get_varint,
     _import_compressai,
     _put_varint,
-    _state_dict_of,
     _to_tensor,
     _to_uint8,
 )
 from bench.methods.families import LayeredStreams, StreamContract
 from bench.provenance import installed_versions
+from bench.weight_files import WeightsMismatch, check_trained_on, load_trained
 
 if TYPE_CHECKING:
     import torch
@@ -309,6 +309,8 @@ class EAC(Method):
         self.untrained_backbone = dict(untrained_backbone) if untrained_backbone else None
         self._device = device
         self._task_modules: dict[tuple[int, str], nn.Module] = {}
+        #: (quality, task) of modules installed from memory (:meth:`set_task_modules`), not read from a file
+        self._generated: set[tuple[int, str]] = set()
 
     # --- device and weights ------------------------------------------------------------
     @property
@@ -332,7 +334,7 @@ class EAC(Method):
             torch.manual_seed(int(cfg.get("seed", 0)) + q)
             net = model_architectures[self.arch](int(cfg["N"]), int(cfg["M"]))
             net.update(force=True)
-            self.codec._models[q] = net.eval().to(self.device)
+            self.codec.install(q, net)
         return self.codec.network(q)
 
     def checkpoint_file(self, task: str, quality: int) -> Path:
@@ -349,6 +351,33 @@ class EAC(Method):
         if task not in self.tasks:
             raise ValueError(f"{self.name}: {task!r} is not one of its tasks {self.tasks}")
         self._task_modules[(int(quality), task)] = modules
+        self._generated.add((int(quality), task))
+
+    def backbone_weights(self, quality: int) -> Path | str:
+        """The backbone's weights file at ``quality`` (a ``generated:`` digest for a seeded untrained one)."""
+        q = self.codec._quality(quality)
+        if self.untrained_backbone is not None:
+            self.backbone(q)  # installed in memory: its digest is the identity
+        return self.codec.weight_files(q)["codec"]
+
+    def weight_files(self, rate: Any) -> dict[str, Path | str]:
+        from bench.digests import module_digest
+        from bench.keys import GENERATED
+
+        q = self.codec._quality(rate)
+        files: dict[str, Path | str] = {"backbone": self.backbone_weights(q)}
+        for t in self.tasks:
+            if (q, t) in self._generated:
+                files[f"modules {t}"] = GENERATED + module_digest(self._task_modules[(q, t)])
+            else:
+                files[f"modules {t}"] = self.checkpoint_file(t, q)
+        return files
+
+    def served_tasks(self) -> list[str]:
+        return list(self.tasks)
+
+    def weights_origin(self, role: str) -> str:
+        return self.codec.weights_origin("codec") if role == "backbone" else super().weights_origin(role)
 
     def new_task_modules(self, quality: int) -> nn.Module:
         """Fresh (untrained) predictor and adapter sized for the backbone of ``quality``."""
@@ -358,7 +387,6 @@ class EAC(Method):
     def task_modules(self, quality: int, task: str) -> nn.Module:
         key = (int(quality), task)
         if key not in self._task_modules:
-            import torch
 
             path = self.checkpoint_file(task, quality)
             if not path.is_file():
@@ -368,13 +396,17 @@ class EAC(Method):
                 )
             modules = self.new_task_modules(quality)
             try:
-                state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
+                state, record = load_trained(path)
                 modules.load_state_dict(state)
             except Exception as exc:  # not a checkpoint of these modules (other sizes, another method)
                 raise MethodUnavailable(
                     f"{self.name}: cannot load {path} as the predictor and adapter of {task!r}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+            try:
+                check_trained_on(path, record.get("trained_on"), "backbone", self.backbone_weights(quality))
+            except WeightsMismatch as exc:
+                raise MethodUnavailable(f"{self.name}: {exc}") from exc
             self._task_modules[key] = modules.eval().to(self.device)
         return self._task_modules[key]
 
@@ -574,6 +606,13 @@ class EAC(Method):
 
         torch.manual_seed(int(settings.get("init_seed", 0)))
         modules = self.new_task_modules(q).to(device)
+        start = settings.get("init_from")
+        if start:  # a neighbouring quality's trained modules (same latent size): fine-tune them at this λ
+            state, _ = load_trained(Path(os.path.expanduser(str(start))))
+            try:
+                modules.load_state_dict(state)
+            except RuntimeError as exc:
+                raise TrainingError(f"{self.name}: init_from {start} does not fit these modules: {exc}") from exc
         self.set_task_modules(q, task.name, modules)
 
         def prepare(batch: Batch) -> tuple[Latent, Any]:
@@ -640,4 +679,4 @@ class EAC(Method):
                     out[key].append(float(task_loss.loss(_to_tensor(decoded).to(device), targets)))
             return {k: float(np.mean(v)) for k, v in out.items()}
 
-        return Recipe(modules, stages, validate)
+        return Recipe(modules, stages, validate, trained_on={"backbone": self.backbone_weights(q)})

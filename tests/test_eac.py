@@ -266,7 +266,7 @@ def test_python_m_bench_train_runs_the_recipe_from_config(photo_folder, tmp_path
         "recipe.stages.predictor.batch_size=2",
         "recipe.stages.adapter.steps=1",
         "recipe.stages.adapter.batch_size=2",
-        f"checkpoints_dir={tmp_path}",
+        f"runs_dir={tmp_path}",
     ]
     with initialize_config_module(config_module="bench.conf", version_base="1.3"):
         cfg = compose("train", overrides=overrides)
@@ -275,5 +275,57 @@ def test_python_m_bench_train_runs_the_recipe_from_config(photo_folder, tmp_path
     out = tmp_path / "icmh" / "tiny" / "rate-2"
     assert result.finished and result.out_dir == out
     ckpt = load_checkpoint(out / "model.pt")
-    assert ckpt["config"]["recipe"]["lambdas"][2] == 1.5 and ckpt["config"]["rate"] == 2
+    assert ckpt["config"]["recipe"]["lambdas"][2] == 0.225 and ckpt["config"]["rate"] == 2
     assert set(ckpt["validation"]) == {"predictor", "adapter"}
+
+
+def _backbone_file(folder, seed: int):
+    """A tiny seeded bmshj2018-hyperprior saved as quality 1's file in ``folder``: a backbone read from disk."""
+    from compressai.zoo.image import model_architectures
+
+    torch.manual_seed(seed)
+    net = model_architectures["bmshj2018-hyperprior"](8, 12)
+    with torch.no_grad():
+        net.g_a[-1].weight.mul_(10)  # as _wake: a latent that carries the image
+    net.update(force=True)
+    folder.mkdir(parents=True)
+    path = folder / "bmshj2018-hyperprior-mse-q1.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def _eac_on(backbone_dir, checkpoints=None) -> EAC:
+    backbone = {"arch": "bmshj2018-hyperprior", "checkpoints": str(backbone_dir)}
+    backbone["checkpoint_pattern"] = "{arch}-{metric}-q{quality}.pth"
+    return EAC("icmh", [1], ["cls"], backbone=backbone, checkpoints=checkpoints, **SMALL_MODULES)
+
+
+def test_an_exported_module_records_its_backbone_and_refuses_another(photo_folder, tmp_path, image):
+    from bench.module_export import export_module
+    from bench.weight_files import read_sidecar
+
+    file_a = _backbone_file(tmp_path / "a", seed=1)
+    file_b = _backbone_file(tmp_path / "b", seed=2)
+    method = _eac_on(file_a.parent)
+    recipe, sampler, settings = _run_stages(method, tiny_segmenter(), photo_folder, tmp_path, steps=2)
+    train(recipe, sampler, settings, tmp_path / "run", provenance={"method": "icmh", "rate": 1})
+    weights, sidecar = export_module(tmp_path / "run" / "model.pt", tmp_path / "ship" / "cls" / "rate-1")
+    meta = read_sidecar(weights)
+    assert meta["trained_on"]["backbone"]["file"] == file_a.name and meta["steps"] == {"predictor": 2, "adapter": 2}
+    assert meta["total_steps"] == 4 and meta["origin"] == "local"
+    stored = torch.load(weights, weights_only=True)
+    assert stored["predictor.net.0.weight"].dtype == torch.float16  # shipped small
+
+    loaded = _eac_on(file_a.parent, tmp_path / "ship")
+    written = loaded.encode(image, 1)  # loads the modules onto the backbone they were trained on
+    assert loaded.decode(written, "cls").shape == image.shape
+    assert loaded.weight_files(1)["modules cls"] == weights
+
+    other = _eac_on(file_b.parent, tmp_path / "ship")
+    with pytest.raises(MethodUnavailable) as err:
+        other.encode(image, 1)
+    assert str(weights) in str(err.value) and file_a.name in str(err.value) and str(file_b) in str(err.value)
+
+    weights.write_bytes(weights.read_bytes() + b"x")  # a corrupt copy: the sidecar's SHA-256 catches it
+    with pytest.raises(MethodUnavailable, match="does not match"):
+        _eac_on(file_a.parent, tmp_path / "ship").encode(image, 1)

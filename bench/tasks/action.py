@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,3 +173,6 @@ class FrameFidelity(Task):
 
     def versions(self) -> dict[str, str]:
         return self.classifier.versions()
+
+    def weight_files(self) -> dict[str, Path]:
+        return self.classifier.weight_files()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -89,4 +90,12 @@ class Task(abc.ABC):
         return self.name
 
     def versions(self) -> dict[str, str]:
+        return {}
+
+    def weight_files(self) -> dict[str, Path]:
+        """The files the network's weights are read from, by role: their SHA-256 are part of a row's identity.
+
+        Networks whose weights ship inside a package (MediaPipe, dlib) have none: the package's version
+        in :meth:`versions` stands for them.
+        """
         return {}

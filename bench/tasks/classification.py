@@ -222,6 +222,9 @@ class TFLiteClassifier(ClassificationTask):
     def describe(self) -> str:
         return f"{self.name} (TFLite {self.model.path.name}, {self.crop} crop {self.central_fraction:g})"
 
+    def weight_files(self) -> dict[str, Path]:
+        return {"network": self.model.path}
+
     def versions(self) -> dict[str, str]:
         v = {"runtime": litert_version()}
         if self.model.path.is_file():

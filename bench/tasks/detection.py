@@ -619,6 +619,9 @@ class OnnxDetector(CocoDetectionTask):
             out["model_sha256"] = hashlib.sha256(self.model.read_bytes()).hexdigest()[:16]
         return out
 
+    def weight_files(self) -> dict[str, Path]:
+        return {"network": self.model}
+
 
 # --- torchvision detectors -----------------------------------------------------------------------
 
@@ -711,6 +714,10 @@ class TorchvisionDetector(CocoDetectionTask):
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(w.url, str(target), hash_prefix=target.stem.split("-")[-1])
         return target
+
+    def weight_files(self) -> dict[str, Path]:
+        target = self.weights_file()
+        return {} if target is None else {"network": target}
 
     def unavailable_reason(self) -> str | None:
         try:

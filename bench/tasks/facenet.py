@@ -290,3 +290,6 @@ class FacenetEmbedding(MTCNNTask):
 
     def describe(self) -> str:
         return f"{self.name} (facenet-pytorch MTCNN + InceptionResnetV1 {self.pretrained})"
+
+    def weight_files(self) -> dict[str, Path]:
+        return {"network": facenet_weights_file(self.pretrained)}

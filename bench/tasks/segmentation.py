@@ -484,6 +484,9 @@ class TFLiteSegmenter(SegmentationTask):
         how = f"tile x{self.scale:g}" if self.resize == "tile" else self.resize
         return f"{self.name} (TFLite {self.model.path.name}, {how})"
 
+    def weight_files(self) -> dict[str, Path]:
+        return {"network": self.model.path}
+
     def versions(self) -> dict[str, str]:
         v = {"runtime": litert_version()}
         if self.model.path.is_file():
@@ -534,6 +537,17 @@ def torchvision_weights_problem(arch: str, weights: Any, checkpoint: str | os.Pa
         f"Download {weights.url} where there is internet and put it there, or set the task's checkpoint "
         "to a local state_dict file"
     )
+
+
+def torchvision_weight_files(weights: Any, checkpoint: str | os.PathLike | None) -> dict[str, Path]:
+    """The file a torchvision network's weights come from: the local checkpoint, or the hub cache's file."""
+    if checkpoint is not None:
+        return {"network": Path(checkpoint).expanduser()}
+    if weights is None:
+        return {}
+    import torch.hub
+
+    return {"network": Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)}
 
 
 def _without_backbone_weights(arch: str) -> dict[str, Any]:
@@ -627,6 +641,9 @@ class TorchvisionNetwork:
 
     def versions(self) -> dict[str, str]:
         return torch_versions()
+
+    def weight_files(self) -> dict[str, Path]:
+        return torchvision_weight_files(self.weights, self.checkpoint)
 
 
 class TorchvisionSegmenter(TorchvisionNetwork, SegmentationTask):
@@ -944,6 +961,9 @@ class ESPNetSegmenter(SegmentationTask):
 
     def describe(self) -> str:
         return f"{self.name} (ESPNet p={self.p} q={self.q}, {self.checkpoint.name})"
+
+    def weight_files(self) -> dict[str, Path]:
+        return {"network": self.checkpoint}
 
     def versions(self) -> dict[str, str]:
         v = torch_versions()

@@ -1,0 +1,34 @@
+"""Config resolvers: values a config cannot know until it runs (where shipped weights are, how many jobs fit).
+
+Registered once per process by ``import bench``, so every entry point (the CLI, Hydra's job processes,
+``hydra.compose`` in tests and in ``bench list``) resolves the same configs the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+#: ``${bench.checkpoints:}``: the folder of shipped and trained weights
+CHECKPOINTS = "bench.checkpoints"
+
+
+def project_checkpoints() -> Path:
+    """The checkpoints the project ships, found from the installed package (not the working directory)."""
+    return Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def checkpoints_root() -> str:
+    """``$HMC_BENCH_CHECKPOINTS`` when set, else the project's own ``checkpoints/`` folder."""
+    return os.environ.get("HMC_BENCH_CHECKPOINTS") or str(project_checkpoints())
+
+
+def register() -> None:
+    """Make the resolvers available to configs (idempotent: job processes import this again)."""
+    from bench import jobs
+
+    if not OmegaConf.has_resolver(CHECKPOINTS):
+        OmegaConf.register_new_resolver(CHECKPOINTS, checkpoints_root)
+    jobs.register_resolver()
