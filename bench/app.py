@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import hydra
@@ -12,8 +12,8 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bench import jobs, provenance
-from bench.datasets.base import DatasetUnavailable, ImageDataset
+from bench import jobs, keys, provenance
+from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
 from bench.evaluation import evaluate_task
 from bench.methods.base import Method, MethodUnavailable
 from bench.runner import BitstreamCache, TaskLogs, run_sweep
@@ -22,12 +22,6 @@ from bench.tasks.base import Task
 
 log = logging.getLogger("bench")
 jobs.register_resolver()  # the default launcher config sizes n_jobs with it
-
-
-#: bump when a change to the harness changes the numbers rows hold
-MEASUREMENT_VERSION = 1
-#: method options that do not change what one (sample, rate) row measures
-_NOT_HASHED = ("rates", "description", "name")
 
 
 class UserError(RuntimeError):
@@ -41,18 +35,6 @@ def resolve_device(device: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def row_config_hash(method_cfg: dict[str, Any], metrics: list[str]) -> str:
-    """Hash of everything that decides a row's numbers (not the rate list)."""
-    relevant = {k: v for k, v in method_cfg.items() if k not in _NOT_HASHED}
-    return provenance.config_hash({"method": relevant, "metrics": metrics, "version": MEASUREMENT_VERSION})
-
-
-def encode_key(method_cfg: dict[str, Any], codec_versions: dict[str, str]) -> str:
-    """Hash of what decides a method's bytes: its config, the harness version, the codec versions."""
-    relevant = {k: v for k, v in method_cfg.items() if k not in _NOT_HASHED}
-    return provenance.config_hash({"method": relevant, "codecs": codec_versions, "version": MEASUREMENT_VERSION})
 
 
 def parse_shard(value: Any) -> tuple[int, int] | None:
@@ -76,30 +58,99 @@ def format_table(table: pd.DataFrame, name: str, dataset: str) -> str:
 
 @dataclass
 class TaskSetup:
-    """A task built from config, with the hash that keys its prediction rows."""
+    """A task built from config, with its identity (``bench.keys.task_identity``) and the key made from it."""
 
     task: Task
     config: dict[str, Any]
-    hash: str
+    identity: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return keys.key_of(self.identity)
 
 
-def task_config_hash(conf: dict[str, Any]) -> str:
-    """Hash of a resolved task config that keys its prediction rows (options that change only speed left out)."""
-    hashed = {k: v for k, v in conf.items() if k not in ("batch_size", "device", "threads")}
-    return provenance.config_hash({"task": hashed, "version": MEASUREMENT_VERSION})
+def task_config(name: str) -> DictConfig:
+    """The config ``conf/task/<name>.yaml`` (or a plugin's), composed as ``task=<name>`` would compose it."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import MissingConfigException
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose("config", overrides=[f"task={name}"]).task
+        with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+            return compose("config", overrides=[f"task={name}"]).task
+    except MissingConfigException as exc:
+        raise UserError(f"no task config named {name!r} (python -m bench list shows the tasks)") from exc
 
 
-def build_tasks(cfg: DictConfig) -> list[TaskSetup]:
-    """The run's machine tasks (``task=<name>``), each checked to be runnable here."""
-    setups = []
+def build_tasks(cfg: DictConfig, method: Method | None = None) -> list[TaskSetup]:
+    """The run's machine tasks, each checked to be runnable here.
+
+    ``task=<name>`` when the run names one; otherwise the tasks the method serves
+    (``Method.served_tasks``: a human-machine method's own tasks), from their configs.
+    """
     if cfg.get("task") is not None:
-        task: Task = instantiate(cfg.task)
+        configs = [cfg.task]
+    else:
+        configs = [task_config(name) for name in (method.served_tasks() if method is not None else [])]
+    setups = []
+    for task_cfg in configs:
+        task: Task = instantiate(task_cfg)
         why = task.unavailable_reason()
         if why:
             raise UserError(f"task {task.name!r} cannot run here: {why}")
-        conf = OmegaConf.to_container(cfg.task, resolve=True)
-        setups.append(TaskSetup(task, conf, task_config_hash(conf)))
+        conf = OmegaConf.to_container(task_cfg, resolve=True)
+        setups.append(TaskSetup(task, conf, keys.task_identity(conf, task)))
     return setups
+
+
+def sample_contents(dataset: ImageDataset, samples: list[Sample]) -> list[Sample]:
+    """The samples with their ``content`` digest (what every row records); an unreadable one fails later."""
+    out = []
+    for s in samples:
+        try:
+            content = dataset.content_digest(s)
+        except Exception as exc:  # noqa: BLE001 - unreadable: its rows fail with the reason when it is measured
+            content = f"unreadable:{type(exc).__name__}"
+        out.append(replace(s, content=content))
+    return out
+
+
+def rate_weights(method: Method) -> dict[str, str]:
+    """Rate point -> digest of the weight files it reads (what rows record as ``weights``)."""
+    try:
+        return {str(r): keys.weights_key(method.weight_files(r)) for r in method.rates}
+    except (OSError, MethodUnavailable) as exc:
+        raise UserError(f"method {method.name!r}: cannot read its weight files: {exc}") from exc
+
+
+def weights_meta(method: Method) -> list[dict[str, Any]]:
+    """``meta.weights``: every weight file of every rate point, with its SHA-256, origin and training record."""
+    from bench.weight_files import describe
+
+    out = []
+    for rate in method.rates:
+        for role, f in method.weight_files(rate).items():
+            if isinstance(f, str):  # generated in memory: the digest is all there is
+                out.append({"rate": rate, "role": role, "origin": "generated", "sha256": f})
+            else:
+                out.append(describe(role, f, method.weights_origin(role), rate=rate))
+    return out
+
+
+def dataset_meta(dataset: ImageDataset, samples: list[Sample]) -> dict[str, Any]:
+    """Which samples, with which content and ground truth, stand behind the results (``meta.sample_set``)."""
+    from bench.digests import file_sha256, json_sha256
+
+    labels = {p.name: file_sha256(p) for p in dataset.label_files()}
+    contents = sorted((s.id, s.content) for s in samples)
+    return {
+        "n": len(samples),
+        "digest": json_sha256([contents, labels]),
+        "labels": labels,
+        "contents": dict(contents),
+    }
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -124,20 +175,39 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     if cfg.limit is not None:
         samples = samples[: int(cfg.limit)]
     shard = parse_shard(cfg.get("shard"))
+    samples = sample_contents(dataset, samples)
     mine = samples if shard is None else [s for k, s in enumerate(samples) if k % shard[1] == shard[0]]
     metrics = list(cfg.metrics)
-    task_setups = build_tasks(cfg)
+    task_setups = build_tasks(cfg, method)
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    if method.uses_torch and hasattr(method, "device"):
-        method_cfg["device"] = method.device  # numbers may differ across devices: keep them apart
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
-    chash = row_config_hash(method_cfg, metrics)
-    store = RunStore(cfg.results_dir, dataset.name, method.name, chash)
+    device = keys.device_identity(method, getattr(method, "device", "cpu"))
+    identity = keys.run_identity(method_cfg, dataset_cfg, metrics, method.versions(), device)
+    run_key = keys.key_of(identity)
+    store = RunStore(cfg.results_dir, dataset.name, method.name, run_key)
+    stamp = keys.RowStamp({s.id: s.content or "" for s in samples}, rate_weights(method))
+    dataset_key = keys.key_of({"dataset": identity["dataset"]})
     tasks = [
-        TaskLogs(t.task, store.task_log(t.task.name, t.hash), store.reference_log(t.task.name, t.hash))
+        TaskLogs(
+            t.task,
+            store.task_log(t.task.name, t.key),
+            store.reference_log(t.task.name, keys.key_of({"task": t.identity, "dataset": dataset_key})),
+        )
         for t in task_setups
     ]
+    note = keys.describe_previous(store.root / dataset.name / method.name, run_key, identity)
+    if note:
+        log.info(note)
+    stale = store.human.stale_count(stamp)
+    if stale:
+        log.info(
+            "%d rows in %s were measured on other sample content or weights: measured again (those rows stay, "
+            "never used)",
+            stale,
+            store.run_dir,
+        )
     store.write_config({"method": method_cfg, "dataset": dataset_cfg, "metrics": metrics})
+    store.write_identity(identity)
     log.info(
         "%s (%s) on %s: %d samples x %d rates%s",
         method.name,
@@ -149,7 +219,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     )
     cache = None
     if cfg.get("cache_dir") is not None:
-        cache = BitstreamCache(cfg.cache_dir, encode_key(method_cfg, method.versions()))
+        cache = BitstreamCache(cfg.cache_dir, keys.cache_key(identity), stamp.weights)
     try:
         stats = run_sweep(
             method,
@@ -162,19 +232,29 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             samples=mine,
             tasks=tasks,
             cache=cache,
+            stamp=stamp,
         )
     except MethodUnavailable as exc:
         raise UserError(str(exc)) from exc
     wanted = {s.id for s in samples}
-    rows = store.sample_table()
+    rows = store.sample_table(stamp)
     rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
     table = aggregate(rows, method.rates)
-    present = set() if rows.empty else {(r, str(t)) for r, t in zip(rows["sample"], rows["rate"])}
+    ok = rows[rows["error"].isna()] if not rows.empty and "error" in rows else rows
+    present = set() if ok.empty else {(r, str(t)) for r, t in zip(ok["sample"], ok["rate"])}
     missing = len(wanted) * len(method.rates) - len(present & {(s, str(r)) for s in wanted for r in method.rates})
     task_meta = {}
     for t in tasks:
-        task_table, task_meta[t.task.name] = evaluate_task(t, dataset, samples, method.rates)
+        task_table, task_meta[t.task.name] = evaluate_task(t, dataset, samples, method.rates, stamp)
+        task_missing = len(wanted) * len(method.rates) - int(task_table[f"{t.task.name}/n"].sum())
+        task_meta[t.task.name]["complete"] = task_missing == 0
+        missing += max(0, task_missing)
         table = table.merge(task_table, on="rate", how="left") if not table.empty else task_table
+    for setup, t in zip(task_setups, tasks):
+        task_meta[t.task.name]["identity"] = setup.identity
+        task_meta[t.task.name]["key"] = setup.key
+        task_meta[t.task.name]["rows"] = t.predictions.path.relative_to(store.root).as_posix()
+        task_meta[t.task.name]["reference_rows"] = t.reference.path.relative_to(store.root).as_posix()
     failures = (
         []
         if rows.empty or "error" not in rows
@@ -187,7 +267,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "dataset": dataset.name,
         "dataset_description": dataset.describe(),
         "samples": len(samples),
-        "complete": missing == 0,
+        "sample_set": dataset_meta(dataset, samples),
+        "complete": missing == 0 and not failures,
+        "missing_rows": missing,
         "shard": cfg.get("shard"),
         "failures": failures,
         "config": {
@@ -197,7 +279,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             "tasks": {t.task.name: t.config for t in task_setups},
         },
         "tasks": task_meta,
-        "config_hash": chash,
+        "identity": identity,
+        "config_hash": run_key,
+        "rate_weights": stamp.weights,
+        "weights": weights_meta(method),
         "rows": store.rows_path.relative_to(store.root).as_posix(),  # relative: results move with their folder
         "codec_versions": method.versions(),
         "provenance": provenance.provenance(device=getattr(method, "device", "cpu")),
@@ -214,6 +299,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     print(format_table(table, method.name, dataset.name))
     if failures:
         print(f"{len(failures)} (sample, rate) pairs failed; see meta.failures in {store.json_path}")
+    lossless = int(table["n_lossless"].sum()) if "n_lossless" in table else 0
+    if lossless:
+        print(f"{lossless} rows were lossless (PSNR = inf): each point's PSNR averages the other samples (n_lossless)")
     log.info("results: %s (rows: %s)", store.json_path, store.rows_path)
     return {"json": str(store.json_path), **stats}
 

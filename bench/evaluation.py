@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from bench.datasets.base import ImageDataset, Sample
+from bench.keys import RowStamp
 from bench.runner import TaskLogs
 from bench.store import exact_mean
 from bench.tasks.base import FIDELITY, GROUND_TRUTH
@@ -37,18 +38,19 @@ def count_totals(rows: pd.DataFrame, counters: tuple[str, ...]) -> dict[str, int
 
 
 def evaluate_task(
-    logs: TaskLogs, dataset: ImageDataset, samples: list[Sample], rates: list[Any]
+    logs: TaskLogs, dataset: ImageDataset, samples: list[Sample], rates: list[Any], stamp: RowStamp | None = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per-rate table (``bpp@<task>``, ``<task>/<metric>``, ``<task>/<headline>/<class>``, counts) and meta.
 
     Metrics at a rate point are computed over the samples with a prediction
-    there; ``<task>/n`` says how many, so a partial evaluation is visible, and
+    there (measured on today's content and weights: ``stamp``); ``<task>/n``
+    says how many, so a partial evaluation is visible, and
     ``<task>/<counter>`` sums the task's per-image counters (e.g. detections
     dropped for a NaN box: ``<task>/dropped_nonfinite``).
     """
     task = logs.task
     wanted = {s.id for s in samples}
-    reference_rows = _ok(logs.reference.table())
+    reference_rows = _ok(logs.reference.table(RowStamp(stamp.contents) if stamp is not None else None))
     uncompressed = (
         {r["sample"]: r["prediction"] for _, r in reference_rows.iterrows() if r["sample"] in wanted}
         if not reference_rows.empty
@@ -61,7 +63,7 @@ def evaluate_task(
     else:
         protocol = FIDELITY
         references = {sid: task.reference_from_prediction(p) for sid, p in uncompressed.items()}
-    rows = logs.predictions.table()
+    rows = logs.predictions.table(stamp)
     rows = rows[rows["sample"].isin(wanted)] if not rows.empty else rows
     ok = _ok(rows)
     out = []

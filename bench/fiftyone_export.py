@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from bench.keys import RowStamp
 from bench.store import RowLog
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,8 @@ class Run:
         from hydra.utils import instantiate
 
         cfg = dict(self.meta["config"]["method"])
-        device = cfg.pop("device", None)  # recorded by the runner for torch methods, not a constructor option
+        device = cfg.pop("device", None)  # recorded by earlier versions in the method config
+        device = ((self.meta.get("identity") or {}).get("device") or {}).get("device", device)
         method = instantiate(cfg)
         if device is not None and hasattr(method, "device"):
             method.device = device
@@ -125,16 +127,28 @@ class Run:
         """Each task of the run with its prediction rows and its rows on the uncompressed images."""
         from hydra.utils import instantiate
 
-        from bench.app import task_config_hash
-
         out = []
         for name, conf in (self.meta["config"].get("tasks") or {}).items():
-            digest = task_config_hash(conf)
-            dataset = self.json_path.parent
-            predictions = RowLog(self.rows.path.parent / f"task-{name}-{digest}.jsonl")
-            reference = RowLog(dataset / "_uncompressed" / f"{name}-{digest}.jsonl")
+            where = (self.meta.get("tasks") or {}).get(name) or {}
+            if "rows" not in where:
+                raise ExportError(
+                    f"{self.json_path}: task {name!r} does not say where its rows are (results written by an "
+                    "earlier harness version): run the sweep again"
+                )
+            predictions = RowLog(self.results_root / where["rows"])
+            reference = RowLog(self.results_root / where["reference_rows"])
             out.append((instantiate(dict(conf)), predictions, reference))
         return out
+
+    def stamp(self) -> RowStamp:
+        """Which rows belong to this run: its samples' content and its rate points' weights."""
+        contents = (self.meta.get("sample_set") or {}).get("contents")
+        if contents is None:
+            raise ExportError(
+                f"{self.json_path}: no sample contents in meta (results written by an earlier harness version): "
+                "run the sweep again"
+            )
+        return RowStamp(contents, self.meta.get("rate_weights") or {})
 
 
 # --------------------------------------------------------------------------- labels
@@ -246,18 +260,18 @@ def _file_stem(sample_id: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]", "__", sample_id)
 
 
-def _ok_rows(log_: RowLog) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(r["sample"], str(r["rate"])): r for r in log_.read() if not r.get("error")}
+def _ok_rows(log_: RowLog, stamp: RowStamp) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["sample"], str(r["rate"])): r for r in log_.current(stamp) if not r.get("error")}
 
 
 def reconstruct(method: Any, image: np.ndarray, rate: Any, cache: Any) -> tuple[np.ndarray, int]:
     """What the human target decoded at ``rate``, and the bytes it was charged: from the cache, else re-encoded."""
     from bench.methods.base import HUMAN
-    from bench.runner import _Decoder
+    from bench.runner import TargetDecoder
 
     cached = cache.load(cache.image_digest(image), rate) if cache is not None else None
     written = cached[0] if cached is not None else method.encode(image, rate)
-    pixels, charged, _ = _Decoder(method, written).for_target(HUMAN)
+    pixels, charged, _ = TargetDecoder(method, written).for_target(HUMAN)
     return np.asarray(pixels), int(charged)
 
 
@@ -323,19 +337,21 @@ def export_run(
             raise ExportError(f"FiftyOne dataset {name!r} exists: pass --overwrite to replace it, or --name")
         fo.delete_dataset(name)
     out = Path(out) if out is not None else run.json_path.with_name(f"{run.json_path.stem}-fiftyone")
+    stamp = run.stamp()
     cache = None
     if cache_dir is not None:
-        from bench.app import encode_key
+        from bench.keys import cache_key
         from bench.runner import BitstreamCache
 
-        cache = BitstreamCache(cache_dir, encode_key(run.meta["config"]["method"], method.versions()))
-    human = _ok_rows(run.rows)
+        cache = BitstreamCache(cache_dir, cache_key(run.meta["identity"]), stamp.weights)
+    human = _ok_rows(run.rows, stamp)
     wanted_rates = [r for r in run.rates if rates is None or str(r) in {str(x) for x in rates}]
     if rates is not None and not wanted_rates:
         raise ExportError(f"none of the rates {list(rates)} is a rate point of this run ({run.rates})")
     measured = {sid for sid, _ in human}
     samples = [s for s in dataset.samples() if s.id in measured][: limit if limit is not None else None]
-    task_rows = [(task, _ok_rows(preds), _ok_rows(refs)) for task, preds, refs in tasks]
+    on_content = RowStamp(stamp.contents)
+    task_rows = [(task, _ok_rows(preds, stamp), _ok_rows(refs, on_content)) for task, preds, refs in tasks]
     truth = ground_truth_labels(fo, dataset, samples)
 
     fo_dataset = fo.Dataset(name, persistent=True)

@@ -5,7 +5,9 @@ A number must never meet inputs other than its own. The identity has two levels:
 - the **run key** names a rows folder ``<dataset>/<method>/<key>/``: the resolved
   method config (not its rate list, name or description: rate-point jobs fill
   the same rows), the resolved dataset config (not ``root``: where the data
-  lives is not what it is; each sample's content is keyed below), the human
+  lives is not what it is; each sample's content is keyed below; in both, a
+  path to a file counts by the file's SHA-256 and a path to a folder not at
+  all, see :func:`portable`), the human
   metrics, the versions of the codec libraries and of what decodes inputs and
   computes metrics, the harness's :data:`MEASUREMENT_VERSION`, and the device
   and precision of a method that runs in torch;
@@ -52,12 +54,40 @@ GENERATED = "generated:"
 
 def _without(config: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     drop = set(keys)
-    return {k: v for k, v in config.items() if k not in drop}
+    return {k: portable(v) for k, v in config.items() if k not in drop}
+
+
+def portable(value: Any) -> Any:
+    """A config value as identity: a path to a file becomes the file's SHA-256, a path to a folder ``<folder>``.
+
+    Where something lives is not what it is: the same weights or labels at another path (another machine, a
+    moved checkout) give the same key, and other bytes at the same path give another. What a folder holds is
+    keyed where it is read (each sample's content, each weight file's SHA-256).
+    """
+    if isinstance(value, Mapping):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and ("/" in value or "\\" in value) and not value.startswith(("http:", "https:")):
+        try:
+            p = Path(value).expanduser()
+            if p.is_file():
+                return "sha256:" + file_sha256(p)
+            if p.is_dir():
+                return "<folder>"
+        except OSError:
+            return value
+    return value
 
 
 def key_of(identity: Mapping[str, Any]) -> str:
     """The short key (folder name) of an identity."""
     return short(json_sha256(dict(identity)))
+
+
+def cache_key(identity: Mapping[str, Any]) -> str:
+    """What decides a method's bytes (its config, versions, device; not the dataset nor the metrics)."""
+    return key_of({k: identity[k] for k in ("method", "versions", "measurement_version", "device")})
 
 
 def weight_digests(files: Mapping[str, Path | str]) -> dict[str, str]:

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -28,6 +28,8 @@ import numpy as np
 from bench import metrics as M
 from bench import video_metrics as VM
 from bench.datasets.base import ImageDataset, Sample
+from bench.digests import array_sha256
+from bench.keys import RowStamp
 from bench.methods.base import HUMAN, Bitstream, HeadPrediction, Method
 from bench.store import RowLog, RunStore
 from bench.tasks.base import Task
@@ -54,27 +56,27 @@ class BitstreamCache:
     """Encoded bitstreams on disk, content-addressed.
 
     An entry lives at ``<root>/<aa>/<sha256>`` where the digest covers the
-    method key (its config hash, the harness's measurement version and the
-    codec versions; built by the caller), the SHA-256 of the image's pixels
-    and the rate point, so an entry can only be found by the exact encode that
-    made it: a stale entry is never reused, only left behind. A file is a JSON
-    header line (stream names and lengths, size, encode time) then the raw
-    stream bytes; it is written atomically, so concurrent writers are safe.
+    method key (its config, the harness's measurement version, the codec
+    versions, device and precision; built by the caller), the SHA-256 of the
+    rate point's weight files (``weights``: rate -> digest), the SHA-256 of the
+    image's pixels and the rate point, so an entry can only be found by the
+    exact encode that made it: a stale entry, or one written by other weights,
+    is never decoded, only left behind. A file is a JSON header line (stream
+    names and lengths, size, encode time) then the raw stream bytes; it is
+    written atomically, so concurrent writers are safe.
     """
 
-    def __init__(self, root: str | Path, method_key: str):
+    def __init__(self, root: str | Path, method_key: str, weights: Mapping[str, str] | None = None):
         self.root = Path(root)
         self.method_key = method_key
+        self.weights = dict(weights or {})
 
     @staticmethod
     def image_digest(image: np.ndarray) -> str:
-        fps = getattr(image, "fps", None) or ""  # a video clip's frame rate is in its bytes (timing info)
-        h = hashlib.sha256(f"{image.dtype}{image.shape}{fps}".encode())
-        h.update(np.ascontiguousarray(image).tobytes())
-        return h.hexdigest()
+        return array_sha256(image)
 
     def path(self, image_digest: str, rate: Any) -> Path:
-        key = json.dumps([self.method_key, image_digest, str(rate)])
+        key = json.dumps([self.method_key, self.weights.get(str(rate), ""), image_digest, str(rate)])
         digest = hashlib.sha256(key.encode()).hexdigest()
         return self.root / digest[:2] / digest
 
@@ -198,7 +200,7 @@ def _predict_rows(task: Task, sample: Sample, items: list[tuple[Any, dict[str, A
     return rows
 
 
-class _Decoder:
+class TargetDecoder:
     """Decodes what each target receives from one bitstream: only its streams, once per stream set."""
 
     def __init__(self, method: Method, written: Bitstream):
@@ -227,6 +229,7 @@ def measure_sample(
     metrics: Sequence[str],
     task_jobs: Sequence[TaskJob] = (),
     cache: BitstreamCache | None = None,
+    stamp: RowStamp | None = None,
 ) -> SampleResult:
     """Encode ``sample`` once per rate point and measure every target that still needs it.
 
@@ -235,8 +238,15 @@ def measure_sample(
     decodes only those; targets that receive the same streams share one decode
     unless the method decodes per target. Failures become rows with ``error``.
     With a ``cache``, a bitstream encoded before (same method config, code
-    version, image content and rate) is loaded instead of encoded again.
+    version, weights, image content and rate) is loaded instead of encoded again.
+    Every row records what it was measured on (``stamp``: the sample's content
+    and the rate point's weights), so rows of other inputs never count.
     """
+    stamp = stamp or RowStamp({sample.id: getattr(sample, "content", None) or ""}, {})
+
+    def row_start(rate: Any) -> dict[str, Any]:
+        return {"sample": sample.id, "rate": rate, **stamp.row_fields(sample.id, rate)}
+
     result = SampleResult()
     human_rates = {str(r) for r in rates}
     all_rates = list(dict.fromkeys([*rates, *(r for job in task_jobs for r in job.rates)]))
@@ -244,15 +254,16 @@ def measure_sample(
         image = dataset.load(sample)
     except Exception as exc:  # noqa: BLE001 - any unreadable input fails only its sample
         error = _error_text(exc)
-        result.human = [{"sample": sample.id, "rate": r, "error": error} for r in rates]
+        result.human = [{**row_start(r), "error": error} for r in rates]
         for job in task_jobs:
-            result.tasks[job.task.name] = [{"sample": sample.id, "rate": r, "error": error} for r in job.rates]
+            result.tasks[job.task.name] = [{**row_start(r), "error": error} for r in job.rates]
         return result
     height, width = image.shape[-3:-1]  # an image is H x W x 3, a video clip T x H x W x 3
     image_digest = cache.image_digest(image) if cache is not None else ""
     for job in task_jobs:
         if job.need_reference:
-            row = {"sample": sample.id, "rate": UNCOMPRESSED, "error": None}
+            row = {"sample": sample.id, "rate": UNCOMPRESSED, "content": stamp.contents.get(sample.id, "")}
+            row["error"] = None
             result.references[job.task.name] = _predict_rows(job.task, sample, [(UNCOMPRESSED, row, image)])
 
     scorers: dict[str, Callable[[np.ndarray], float]] = {}
@@ -266,7 +277,7 @@ def measure_sample(
                 unscorable[name] = f"{name}: {exc}"
     pending: dict[str, list[tuple[Any, dict[str, Any], Any]]] = {job.task.name: [] for job in task_jobs}
     for rate in all_rates:
-        base = {"sample": sample.id, "rate": rate, "height": height, "width": width, "error": None}
+        base = {**row_start(rate), "height": height, "width": width, "error": None}
         task_here = [job for job in task_jobs if str(rate) in {str(r) for r in job.rates}]
         try:
             cached = cache.load(image_digest, rate) if cache is not None else None
@@ -285,11 +296,12 @@ def measure_sample(
             for job in task_here:
                 result.tasks.setdefault(job.task.name, []).append({**base, "error": error})
             continue
-        decoder = _Decoder(method, written)
+        decoder = TargetDecoder(method, written)
 
         if str(rate) in human_rates:
             row = {**base, "encoding_time": encoding_time}
             row["bytes_by_stream"] = {name: len(data) for name, data in written.streams.items()}
+            row["bpp_total"] = VM.rate_columns(written.num_bytes(), image)["bpp"]  # every stream a deployment sends
             try:
                 reconstruction, row["bytes"], row["decoding_time"] = decoder.for_target(HUMAN)
                 row.update(VM.rate_columns(row["bytes"], image))  # clips: over frames x pixels, and kbps
@@ -321,18 +333,46 @@ def measure_sample(
 
 
 # Worker processes receive the job once, at start, rather than with every sample.
-_JOB: tuple[Method, ImageDataset, list[str], BitstreamCache | None] | None = None
+_JOB: tuple[Method, ImageDataset, list[str], BitstreamCache | None, RowStamp | None] | None = None
+#: prctl(2) option: the signal a process gets when its parent dies
+PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(method: Method, dataset: ImageDataset, metrics: list[str], cache: BitstreamCache | None) -> None:
+def exit_with_parent(parent: int) -> None:
+    """Make this process die when ``parent`` does, whatever kills it (SIGKILL included), on Linux.
+
+    Without it a worker whose sweep was killed stays blocked on its pipe, holding files open. Elsewhere the
+    workers notice their parent's death only at their next read of the work queue.
+    """
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(
+    parent: int,
+    method: Method,
+    dataset: ImageDataset,
+    metrics: list[str],
+    cache: BitstreamCache | None,
+    stamp: RowStamp | None,
+) -> None:
     global _JOB
-    _JOB = (method, dataset, metrics, cache)
+    exit_with_parent(parent)
+    _JOB = (method, dataset, metrics, cache, stamp)
 
 
 def _run_in_worker(sample: Sample, rates: list[Any], task_jobs: list[TaskJob]) -> SampleResult:
     assert _JOB is not None
-    method, dataset, metrics, cache = _JOB
-    return measure_sample(method, dataset, sample, rates, metrics, task_jobs, cache)
+    method, dataset, metrics, cache, stamp = _JOB
+    return measure_sample(method, dataset, sample, rates, metrics, task_jobs, cache, stamp)
 
 
 @dataclass
@@ -355,19 +395,24 @@ def run_sweep(
     samples: list[Sample] | None = None,
     tasks: Sequence[TaskLogs] = (),
     cache: BitstreamCache | None = None,
+    stamp: RowStamp | None = None,
 ) -> dict[str, int]:
     """Measure what is not yet in ``store``; returns counts of work done and skipped.
 
-    A (sample, rate) whose human row and every task's row exist is skipped;
-    one that lacks only a task's row is encoded again for that task alone.
+    A (sample, rate) whose human row and every task's row exist (measured on
+    today's content and weights: ``stamp``) is skipped; one that lacks only a
+    task's row is encoded again for that task alone.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
     samples = samples if samples is not None else dataset.samples()
-    done = store.done_keys() if resume else set()
-    task_done = {t.task.name: t.predictions.done_keys() if resume else set() for t in tasks}
-    ref_done = {t.task.name: {s for s, _ in t.reference.done_keys()} if resume else set() for t in tasks}
+    content_only = RowStamp(stamp.contents) if stamp is not None else None
+    done = store.done_keys(stamp) if resume else set()
+    task_done = {t.task.name: t.predictions.done_keys(stamp) if resume else set() for t in tasks}
+    ref_done = {
+        t.task.name: {s for s, _ in t.reference.done_keys(content_only)} if resume else set() for t in tasks
+    }
     todo: list[tuple[Sample, list[Any], list[TaskJob]]] = []
     total = 0
     for sample in samples:
@@ -418,9 +463,8 @@ def run_sweep(
         """Measure ``items`` in a pool of ``size`` workers; the items lost to a dead worker."""
         lost = []
         context = multiprocessing.get_context("fork")  # workers inherit imports: no start-up cost
-        with ProcessPoolExecutor(
-            size, mp_context=context, initializer=_init_worker, initargs=(method, dataset, list(metrics), cache)
-        ) as pool:
+        initargs = (os.getpid(), method, dataset, list(metrics), cache, stamp)
+        with ProcessPoolExecutor(size, mp_context=context, initializer=_init_worker, initargs=initargs) as pool:
             futures = {pool.submit(_run_in_worker, *item): item for item in items}
             for future in as_completed(futures):
                 try:
@@ -432,23 +476,30 @@ def run_sweep(
     try:
         if n_workers == 1:
             for sample, rates, jobs in todo:
-                record(measure_sample(method, dataset, sample, rates, metrics, jobs, cache))
+                record(measure_sample(method, dataset, sample, rates, metrics, jobs, cache, stamp))
         else:
             lost = run_pool(todo, n_workers)
             if lost:
                 log.warning("a worker process died; measuring the %d samples it took down one by one", len(lost))
             for item in lost:  # alone in a fresh worker, only the sample that kills it fails
                 if run_pool([item], 1):
-                    record(_crashed(*item))
+                    record(_crashed(*item, stamp=stamp))
     finally:
         bar.close()
     return stats
 
 
-def _crashed(sample: Sample, rates: list[Any], task_jobs: list[TaskJob]) -> SampleResult:
+def _crashed(
+    sample: Sample, rates: list[Any], task_jobs: list[TaskJob], stamp: RowStamp | None = None
+) -> SampleResult:
     """Rows saying a sample killed its worker process (they are retried on resume)."""
     error = "WorkerCrashed: the worker process died while measuring this sample (a codec or task crashed hard)"
-    result = SampleResult(human=[{"sample": sample.id, "rate": r, "error": error} for r in rates])
+
+    def row(rate: Any) -> dict[str, Any]:
+        fields = stamp.row_fields(sample.id, rate) if stamp is not None else {}
+        return {"sample": sample.id, "rate": rate, **fields, "error": error}
+
+    result = SampleResult(human=[row(r) for r in rates])
     for job in task_jobs:
-        result.tasks[job.task.name] = [{"sample": sample.id, "rate": r, "error": error} for r in job.rates]
+        result.tasks[job.task.name] = [row(r) for r in job.rates]
     return result

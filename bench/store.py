@@ -27,10 +27,19 @@ from typing import Any
 
 import pandas as pd
 
+from bench.keys import RowStamp
+
 #: per-sample columns averaged into the aggregate, in CompressAI's key names
 AVERAGED = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
-#: averaged too when the rows have them (video clips: rate per second, 4:2:0 PSNR; frames per clip)
-AVERAGED_IF_PRESENT = ("kbps", "psnr-yuv420", "frames")
+#: averaged too when the rows have them (video clips: rate per second, 4:2:0 PSNR; frames per clip; the bits of
+#: every stream written, which differ from ``bpp`` for methods whose human is sent only some streams)
+AVERAGED_IF_PRESENT = ("kbps", "psnr-yuv420", "frames", "bpp_total")
+#: quality columns: a sample without one of them (NaN) leaves the rate point for every metric
+QUALITY = ("psnr-rgb", "ms-ssim-rgb", "psnr-yuv420")
+#: PSNR columns: a lossless decode (identical images) is +inf there
+PSNR = ("psnr-rgb", "psnr-yuv420")
+#: how many samples stand behind each rate point, and why the others do not
+COUNTS = ("n", "n_failed", "n_undefined", "n_lossless")
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,6 +68,11 @@ class RowLog:
     def __init__(self, path: Path):
         self.path = path
 
+    def current(self, stamp: RowStamp | None = None) -> list[dict[str, Any]]:
+        """The rows that count today: all of them without a ``stamp``, else those of today's content and weights."""
+        rows = self.read()
+        return rows if stamp is None else [r for r in rows if stamp.counts(r)]
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
@@ -73,9 +87,13 @@ class RowLog:
                     continue
         return rows
 
-    def done_keys(self) -> set[tuple[str, str]]:
-        """(sample, rate) pairs measured without error: not redone on resume."""
-        return {(r["sample"], str(r["rate"])) for r in self.read() if not r.get("error")}
+    def done_keys(self, stamp: RowStamp | None = None) -> set[tuple[str, str]]:
+        """(sample, rate) pairs measured without error (on today's content and weights): not redone on resume."""
+        return {(r["sample"], str(r["rate"])) for r in self.current(stamp) if not r.get("error")}
+
+    def stale_count(self, stamp: RowStamp) -> int:
+        """Rows of today's samples that were measured on other content or weights (kept, never used)."""
+        return sum(1 for r in self.read() if r.get("sample") in stamp.contents and not stamp.counts(r))
 
     @staticmethod
     def _drop_torn_tail(fd: int) -> None:
@@ -103,9 +121,9 @@ class RowLog:
         finally:
             os.close(fd)  # closing releases the lock
 
-    def table(self) -> pd.DataFrame:
-        """The rows; a (sample, rate) measured twice keeps its latest row."""
-        rows = self.read()
+    def table(self, stamp: RowStamp | None = None) -> pd.DataFrame:
+        """The rows that count (see :meth:`current`); a (sample, rate) measured twice keeps its latest row."""
+        rows = self.current(stamp)
         if not rows:
             return pd.DataFrame()
         df = pd.DataFrame(rows)
@@ -144,43 +162,69 @@ class RunStore:
     def read_rows(self) -> list[dict[str, Any]]:
         return self.human.read()
 
-    def done_keys(self) -> set[tuple[str, str]]:
-        return self.human.done_keys()
+    def done_keys(self, stamp: RowStamp | None = None) -> set[tuple[str, str]]:
+        return self.human.done_keys(stamp)
 
     def append_rows(self, rows: Iterable[dict[str, Any]]) -> None:
         self.human.append(rows)
 
-    def sample_table(self) -> pd.DataFrame:
-        return self.human.table()
+    def sample_table(self, stamp: RowStamp | None = None) -> pd.DataFrame:
+        return self.human.table(stamp)
 
     def write_config(self, config: dict[str, Any]) -> None:
         atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
 
+    def write_identity(self, identity: dict[str, Any]) -> None:
+        """The parts of the run key (``bench.keys``), so a later run can say what differs."""
+        from bench.keys import IDENTITY_FILE
 
-def exact_mean(values: pd.Series) -> float:
+        text = json.dumps(identity, indent=2, sort_keys=True, default=str)
+        atomic_write_text(self.run_dir / IDENTITY_FILE, text)
+
+
+def exact_mean(values: pd.Series, finite_only: bool = False) -> float:
     """Mean of the defined values, exactly rounded (``math.fsum``): the same figure whatever
-    order the rows were written in (workers and shards finish in any order)."""
+    order the rows were written in (workers and shards finish in any order). ``finite_only`` also
+    leaves out infinities (the PSNR of a lossless decode)."""
     defined = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if finite_only:
+        defined = [v for v in defined if math.isfinite(v)]
     return math.fsum(defined) / len(defined) if defined else math.nan
 
 
 def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
-    """Mean over samples per rate point, in the method's rate order.
+    """Mean over samples per rate point, in the method's rate order: one sample set for every metric.
 
-    Failed samples are left out of the means and counted in ``n_failed``; a
-    metric undefined for a sample (MS-SSIM of a tiny image) is NaN there and
-    left out of that metric's mean only.
+    - Failed samples (``error``) are left out and counted in ``n_failed``.
+    - A sample for which a quality metric is undefined (NaN: MS-SSIM of an image of 160 pixels or less)
+      leaves the point for every metric, counted in ``n_undefined``, so bpp and quality average the same
+      images; a metric undefined for every sample is NaN at the point and excludes no one.
+    - A lossless decode keeps PSNR = inf in its row; the point's PSNR averages the other samples and
+      ``n_lossless`` says how many were left out of that mean (bpp and MS-SSIM include them).
+    - ``n`` is the number of samples behind the point.
     """
     if samples.empty:
-        return pd.DataFrame(columns=["rate", "n", "n_failed", *AVERAGED])
+        return pd.DataFrame(columns=["rate", *COUNTS, *AVERAGED])
     ok = samples[samples["error"].isna()] if "error" in samples else samples
+    columns = [*AVERAGED, *(c for c in AVERAGED_IF_PRESENT if c in samples)]
     out = []
     for rate in rates:
         at_rate = samples[samples["rate"].astype(str) == str(rate)]
         good = ok[ok["rate"].astype(str) == str(rate)]
-        row: dict[str, Any] = {"rate": rate, "n": len(good), "n_failed": len(at_rate) - len(good)}
-        for col in (*AVERAGED, *(c for c in AVERAGED_IF_PRESENT if c in samples)):
-            row[col] = exact_mean(good[col]) if col in good and len(good) else math.nan
+        defined = [m for m in QUALITY if m in good and good[m].notna().any()]
+        undefined = good[defined].isna().any(axis=1) if defined and len(good) else pd.Series(False, index=good.index)
+        point = good[~undefined]
+        psnr = [m for m in PSNR if m in point]
+        lossless = (point[psnr] == math.inf).any(axis=1) if psnr and len(point) else pd.Series(dtype=bool)
+        row: dict[str, Any] = {
+            "rate": rate,
+            "n": len(point),
+            "n_failed": len(at_rate) - len(good),
+            "n_undefined": int(undefined.sum()),
+            "n_lossless": int(lossless.sum()),
+        }
+        for col in columns:
+            row[col] = exact_mean(point[col], finite_only=col in PSNR) if col in point and len(point) else math.nan
         out.append(row)
     return pd.DataFrame(out)
 
@@ -188,13 +232,17 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
 def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Our results file: CompressAI's ``{name, description, results}`` plus ``meta``.
 
-    ``results`` holds CompressAI's keys, then ``rate`` (the rate points), then
+    ``results`` holds CompressAI's keys, then ``rate`` (the rate points), the
+    sample counts ``n``, ``n_failed``, ``n_undefined``, ``n_lossless``, then
     each task's ``bpp@<task>`` and ``<task>/<metric>`` (``<task>/n`` counts
     the samples behind each figure).
     """
     present = [col for col in (*AVERAGED, *AVERAGED_IF_PRESENT) if col in table]
     results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in present}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
+    for col in COUNTS:  # the samples behind each point
+        if col in table:
+            results[col] = [int(v) for v in table[col]]
     for col in table.columns:
         if "/" in col or col.startswith("bpp@"):
             results[col] = [float(v) for v in table[col]]

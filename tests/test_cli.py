@@ -188,7 +188,7 @@ def test_learned_codec_from_a_local_checkpoint_end_to_end(tmp_path, photo_folder
     )
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "out" / "folder-images" / "bmshj2018-factorized.json").read_text())
-    assert doc["meta"]["family"] == "SBAR" and doc["meta"]["config"]["method"]["device"] == "cpu"
+    assert doc["meta"]["family"] == "SBAR" and doc["meta"]["identity"]["device"]["device"] == "cpu"
     rows = [json.loads(x) for x in (tmp_path / "out" / doc["meta"]["rows"]).read_text().splitlines()]
     assert len(rows) == 3 and all(r["error"] is None for r in rows)
     for r in rows:
