@@ -75,7 +75,8 @@ def evaluate_task(
         entry[f"bpp@{task.name}"] = exact_mean(at_rate["bpp"]) if len(at_rate) else math.nan
         entry.update({f"{task.name}/{k}": v for k, v in count_totals(at_rate, task.counters).items()})
         if preds:
-            refs = {sid: references[sid] for sid in preds}
+            # a task whose references form a database (retrieval) gets all of them, queries or not
+            refs = references if getattr(task, "reference_database", False) else {sid: references[sid] for sid in preds}
             scores = task.evaluate(preds, refs)
             headline = task.metrics[0]
             per_class = task.per_class_scores(preds, refs)
