@@ -19,7 +19,6 @@ bytes differ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,46 +26,30 @@ from typing import Any
 
 import torch
 
+from bench.digests import file_sha256
 from bench.provenance import installed_versions
+from bench.weight_files import ChecksumMismatch, sidecar_of, verified_sidecar
 
 #: submodules whose tensors are kept at full precision (their tables derive from them)
 ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
 
 
-class ChecksumError(ValueError):
-    """A weights file whose bytes are not the ones its sidecar describes."""
+ChecksumError = ChecksumMismatch
 
 
 def sha256_of(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a weights file (what its sidecar records)."""
+    return file_sha256(path)
 
 
 def sidecar_path(weights: str | os.PathLike) -> Path:
     """``name.pth`` -> ``name.json`` (the sidecar that describes it)."""
-    return Path(weights).with_suffix(".json")
+    return sidecar_of(weights)
 
 
 def verify_checksum(weights: str | os.PathLike) -> dict[str, Any] | None:
     """The sidecar's contents after checking the file against its ``sha256``; None if there is no sidecar."""
-    side = sidecar_path(weights)
-    if not side.is_file():
-        return None
-    try:
-        meta = json.loads(side.read_text())
-        expected = meta["sha256"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ChecksumError(f"{side}: not a weights sidecar with a 'sha256' field ({exc})") from exc
-    actual = sha256_of(weights)
-    if actual != expected:
-        raise ChecksumError(
-            f"{weights}: SHA-256 {actual} does not match {expected} in {side.name}; "
-            "the file is corrupt or not the one released (download it again)"
-        )
-    return meta
+    return verified_sidecar(weights)
 
 
 def read_state_dict(weights: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -173,30 +156,9 @@ def export_run(
 
 
 def fetch_release(folder: str | os.PathLike, release_url: str | None, qualities: list[int], pattern: str) -> list[Path]:
-    """Download the ``.pth`` files of ``qualities`` from ``release_url`` into ``folder``; verify each checksum.
-
-    The repository keeps only the sidecars (``folder/<name>.json``, with the SHA-256); the weights, too large
-    for git, are release assets of the same names.
-    """
-    from bench.fetch import FetchError, _download
+    """The ``.pth`` files of ``qualities`` in ``folder``, each verified against its committed sidecar
+    (downloaded from ``release_url`` first when missing): :func:`bench.weight_files.fetch_release`."""
+    from bench.weight_files import fetch_release as fetch_files
 
     folder = Path(os.path.expanduser(str(folder)))
-    files = []
-    for q in qualities:
-        target = folder / pattern.format(quality=q)
-        if not sidecar_path(target).is_file():
-            raise FetchError(f"{sidecar_path(target)}: no sidecar, so no checksum to verify a download against")
-        if not target.is_file():
-            if not release_url:
-                raise FetchError(
-                    f"{target} is missing and no release_url is configured to download it from; train and export it "
-                    f"(python -m bench train-codec ... then python -m bench train-codec export run_dir=... "
-                    f"out_dir={folder}) or copy the released file there"
-                )
-            _download(f"{release_url.rstrip('/')}/{target.name}", target)
-        try:
-            verify_checksum(target)
-        except ChecksumError as exc:
-            raise FetchError(str(exc)) from exc
-        files.append(target)
-    return files
+    return fetch_files([folder / pattern.format(quality=q) for q in qualities], release_url)

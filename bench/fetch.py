@@ -58,7 +58,8 @@ def pixel_sha256(path: Path) -> str:
     return hashlib.sha256(np.ascontiguousarray(read_rgb8(path)).tobytes()).hexdigest()
 
 
-def _download(url: str, target: Path, timeout: float = 30.0) -> None:
+def download(url: str, target: Path, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``target`` atomically; offline, one clear error naming the URL and the folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
@@ -83,7 +84,7 @@ def fetch_kodak(root: Path) -> Path:
         target = root / name
         index = int(name[5:7])
         if not target.exists():
-            _download(KODAK_URL.format(index=index), target)
+            download(KODAK_URL.format(index=index), target)
         try:
             digest = pixel_sha256(target)
         except ImageError as exc:
@@ -156,7 +157,7 @@ def fetchable() -> list[str]:
     return sorted(FETCHERS) + [m for m in config_names("method") if m.startswith(LEARNED_PREFIXES)]
 
 
-LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020", "ssf2020")
+LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020", "ssf2020", "eac", "icmh")
 
 
 def fetch(name: str, root: str | os.PathLike | None = None) -> Path:

@@ -154,3 +154,31 @@ def load_trained(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any
     state = obj["state_dict"] if isinstance(obj.get("state_dict"), dict) else obj
     state = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
     return state, record
+
+
+def fetch_release(files: list[Path], release_url: str | None) -> list[Path]:
+    """Make every file present and verified against its committed sidecar's SHA-256.
+
+    A file that is missing is downloaded from ``release_url`` (the project's published weights) when one is
+    configured; one that is present is checked as it is. The sidecar must exist: it is what a download is
+    verified against.
+    """
+    from bench.fetch import FetchError, download
+
+    out = []
+    for target in files:
+        if not sidecar_of(target).is_file():
+            raise FetchError(f"{sidecar_of(target)}: no sidecar, so no checksum to verify {target.name} against")
+        if not target.is_file():
+            if not release_url:
+                raise FetchError(
+                    f"{target} is missing and no release_url is configured to download it from; train and "
+                    "export it (README, 'Training'), or copy the released file there"
+                )
+            download(f"{release_url.rstrip('/')}/{target.name}", target)
+        try:
+            verified_sidecar(target)
+        except ChecksumMismatch as exc:
+            raise FetchError(str(exc)) from exc
+        out.append(target)
+    return out

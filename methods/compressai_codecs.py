@@ -416,12 +416,11 @@ class CompressAICodec(Method):
         """
         import torch.hub
 
-        if isinstance(self.checkpoints, Path) and "release_url" in self.options:  # our own trained weights
-            from bench.codec_weights import fetch_release
+        if self.checkpoints is not None:  # local checkpoints (the project's own): verified against their sidecars
+            from bench.weight_files import fetch_release
 
-            pattern = self.checkpoint_pattern or "{arch}-{metric}-q{quality}.pth"
-            pattern = pattern.replace("{arch}", self.arch).replace("{metric}", self.metric)
-            return fetch_release(self.checkpoints, self.options["release_url"], list(self.rates), pattern)
+            files = [f for q in self.rates if (f := self.checkpoint_file(q)) is not None]
+            return fetch_release(files, self.options.get("release_url"))
         files = []
         for q in self.rates:
             target = self.zoo_cache_file(q)

@@ -373,6 +373,15 @@ class EAC(Method):
                 files[f"modules {t}"] = self.checkpoint_file(t, q)
         return files
 
+    def fetch_weights(self) -> list[Path]:
+        """The backbone's weights (fetched as its codec fetches them) and every trained module, each verified
+        against its committed sidecar; downloaded from ``release_url`` when configured and missing."""
+        from bench.weight_files import fetch_release
+
+        files = self.codec.fetch_weights() if self.untrained_backbone is None else []
+        modules = [self.checkpoint_file(t, q) for q in self.rates for t in self.tasks]
+        return files + fetch_release(modules, self.options.get("release_url"))
+
     def served_tasks(self) -> list[str]:
         return list(self.tasks)
 
