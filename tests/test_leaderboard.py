@@ -295,6 +295,7 @@ def table_order(dom: str, table_id: str) -> list[str]:
     return re.findall(r'<tr[^>]*data-method="([^"]+)"', m.group(1))
 
 
+@pytest.mark.slow
 @requires_chromium
 def test_browser_sorts_on_header_click_and_loads_figures(board, tmp_path):
     _, out, _ = board
@@ -315,6 +316,7 @@ def test_browser_sorts_on_header_click_and_loads_figures(board, tmp_path):
     assert table_order(dom, "t-coco-detection-mAP") == ["delta", "gamma", "alpha", "jpeg", "beta"]
 
 
+@pytest.mark.slow
 @requires_chromium
 def test_browser_screenshot(board, tmp_path):
     _, out, _ = board
