@@ -11,11 +11,12 @@ scikit-image's photographs with image codecs and clips panned across them with v
 ``dataset``, ``methods`` (name -> rate points), optional ``metrics``, ``task``, ``overrides``, ``tolerances``,
 ``limit``, ``workers``; the same keys at the top level are defaults for every sweep.
 
-``check`` runs each sweep through the same code as ``python -m bench run`` (Hydra compose of ``bench.conf`` and
-:func:`bench.app.run_job`) into a temporary folder, or reads ``--results DIR``, and compares bpp and every metric per
-rate point with the golden numbers. Timings are not compared, nor anything about the machine: numbers only. Exit 0
-when all are within tolerance, 1 on drift (the rows that moved are printed, with the package and codec versions
-that differ from the record's: an FFmpeg/x264 or Pillow update is the usual cause), 2 on a usage or input error.
+``check`` runs each sweep through the same code as ``python -m bench run`` (Hydra compose of ``bench.conf``
+and :func:`bench.running.app.run_job`) into a temporary folder, or reads ``--results DIR``, and compares bpp and
+every metric per rate point with the golden numbers. Timings are not compared, nor anything about the machine:
+numbers only. Exit 0 when all are within tolerance, 1 on drift (the rows that moved are printed, with the package
+and codec versions that differ from the record's: an FFmpeg/x264 or Pillow update is the usual cause), 2 on a usage
+or input error.
 
 Task network: a sweep's optional ``task: NAME`` (e.g. ``classification``) adds ``task=NAME`` to its runs.
 Where the task cannot run here (its weights are missing) the check prints ``task NAME skipped: <reason>`` and
@@ -45,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import provenance
-from bench.store import atomic_write_text
+from bench.running.store import atomic_write_text
 
 CONFIG_NAME = "smoke.yaml"
 #: keys of one pinned sweep; all but ``dataset`` and ``methods`` may also stand at the top level as defaults
@@ -260,7 +261,7 @@ def run_smoke(cfg: dict[str, Any], results_dir: Path, *, quiet: bool = True, wit
 
     ``with_task``: add ``task=NAME`` (the sweep's ``task``) to every run; False where the task is unavailable.
     """
-    from bench.app import UserError, run_job
+    from bench.running.app import UserError, run_job
 
     task = smoke_task(cfg) if with_task else None
 

@@ -34,7 +34,7 @@ python -m bench <command> --help for details.
 
 
 def _cmd_run(argv: list[str]) -> int:
-    from bench.app import hydra_main
+    from bench.running.app import hydra_main
 
     sys.argv = [f"{sys.argv[0]} run", *argv]
     hydra_main()
@@ -42,7 +42,7 @@ def _cmd_run(argv: list[str]) -> int:
 
 
 def _cmd_list(argv: list[str]) -> int:
-    from bench.catalog import print_catalog
+    from bench.running.catalog import print_catalog
 
     parser = argparse.ArgumentParser(prog="python -m bench list", description="what can run on this machine")
     parser.add_argument("--data-root", default=None, help="dataset root to check (default: $HMC_BENCH_DATA or ./data)")
@@ -88,7 +88,7 @@ def _cmd_check(argv: list[str]) -> int:
 
 
 def _cmd_train(argv: list[str]) -> int:
-    from bench.training import hydra_train
+    from bench.training.loop import hydra_train
 
     sys.argv = [f"{sys.argv[0]} train", *argv]
     hydra_train()
@@ -96,19 +96,19 @@ def _cmd_train(argv: list[str]) -> int:
 
 
 def _cmd_train_codec(argv: list[str]) -> int:
-    from bench.train_codec import main as train_codec_main
+    from bench.training.codec import main as train_codec_main
 
     return train_codec_main(argv)
 
 
 def _cmd_train_export(argv: list[str]) -> int:
-    from bench.module_export import main as export_main
+    from bench.training.export import main as export_main
 
     return export_main(argv)
 
 
 def _cmd_export_fiftyone(argv: list[str]) -> int:
-    from bench.fiftyone_export import main as export_main
+    from bench.analysis.fiftyone import main as export_main
 
     return export_main(argv)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets.folder import KODAK_FILES, KODAK_URL
-from bench.images import ImageError, read_rgb8
+from bench.io.images import ImageError, read_rgb8
 
 
 class FetchError(RuntimeError):
@@ -152,7 +152,7 @@ def fetch_method_weights(method_name: str) -> Path:
 
 def fetchable() -> list[str]:
     """Datasets and learned methods ``fetch`` knows."""
-    from bench.catalog import config_names
+    from bench.running.catalog import config_names
 
     return sorted(FETCHERS) + [m for m in config_names("method") if m.startswith(LEARNED_PREFIXES)]
 

@@ -59,7 +59,7 @@ from bench.report import (
     versions_text,
     write_plots,
 )
-from bench.store import atomic_write_text
+from bench.running.store import atomic_write_text
 
 
 def _shown_path(path: object) -> str:

@@ -3,7 +3,7 @@
 What it reads. Every ``<results>/<dataset>/<method>.json`` (our superset of CompressAI's results format) and, with
 ``--reference``, CompressAI's published results JSONs, drawn as reference curves and included in the BD tables.
 
-Conventions of a results JSON (the runner writes them; see ``bench.store.compressai_json``):
+Conventions of a results JSON (the runner writes them; see ``bench.running.store.compressai_json``):
 
 * **Quality axes** are the keys of ``results`` holding one number per rate point that :func:`bench.bdrate.quality_axis`
   knows: ``psnr*``, ``*ms-ssim*``, and task metrics ``<task>/<metric>`` (``detection/mAP``, ``segmentation/mIoU``,
@@ -48,7 +48,7 @@ import pandas as pd
 
 from bench.bdrate import DEFAULT_MIN_OVERLAP, BDError, bd_metric, bd_rate, quality_axis
 from bench.rdcurves import RDCurve
-from bench.store import atomic_write_text
+from bench.running.store import atomic_write_text
 
 DEFAULT_ANCHOR = "jpeg"
 #: anchors tried in order when none is asked for: JPEG for images, H.264 for video

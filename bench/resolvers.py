@@ -27,7 +27,7 @@ def checkpoints_root() -> str:
 
 def register() -> None:
     """Make the resolvers available to configs (idempotent: job processes import this again)."""
-    from bench import jobs
+    from bench.running import jobs
 
     if not OmegaConf.has_resolver(CHECKPOINTS):
         OmegaConf.register_new_resolver(CHECKPOINTS, checkpoints_root)

@@ -42,8 +42,8 @@ def main() -> None:
     from hydra.utils import instantiate
 
     from bench.datasets.ucf101 import UCF101
-    from bench.runner import run_sweep
-    from bench.store import RunStore
+    from bench.running.runner import run_sweep
+    from bench.running.store import RunStore
 
     overrides = ["method=h264"] + ([f"method.rates=[{args.rates}]"] if args.rates else [])
     with initialize_config_module(config_module="bench.conf", version_base="1.3"):

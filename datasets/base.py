@@ -51,7 +51,7 @@ class ImageDataset(abc.ABC):
 
         Datasets whose samples read more than one file (images with label maps, say) extend it.
         """
-        from bench.keys import sample_content
+        from bench.running.keys import sample_content
 
         path = Path(sample.source)
         return sample_content(path) if path.is_file() else sample_content(None, self.load(sample))

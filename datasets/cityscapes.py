@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.images import read_rgb8
+from bench.io.images import read_rgb8
 
 
 class CityscapesLabel(NamedTuple):
@@ -186,7 +186,7 @@ class Cityscapes(ImageDataset):
 
     def content_digest(self, sample: Sample) -> str:
         """The frame's bytes and, where there is one, its label map's: both decide a row's evaluation."""
-        from bench.keys import sample_content
+        from bench.running.keys import sample_content
 
         frame = sample_content(sample.source)
         try:

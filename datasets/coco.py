@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.images import ImageError, read_rgb8
+from bench.io.images import ImageError, read_rgb8
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.images import IMAGE_EXTENSIONS, read_rgb8
+from bench.io.images import IMAGE_EXTENSIONS, read_rgb8
 
 
 class ImageFolder(ImageDataset):

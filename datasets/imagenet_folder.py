@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.images import IMAGE_EXTENSIONS, read_rgb8
+from bench.io.images import IMAGE_EXTENSIONS, read_rgb8
 
 _ID_THEN_NAME = re.compile(r"^(n\d{8}|\d+)[\s,]+(\S.*)$")
 HEADER_NAMES = {"filename", "file", "image", "path", "image_id", "imageid", "name"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.images import as_rgb8
+from bench.io.images import as_rgb8
 
 DEFAULT_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera")
 

@@ -238,14 +238,14 @@ def _unrar(archive: Path, root: Path) -> None:
 
 def fetch_ucf101(root: Path) -> Path:
     """Download the videos and the split lists from the official site and unpack them into ``root``."""
-    from bench.fetch import _download
+    from bench.fetch import download
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "ucfTrainTestlist" / "classInd.txt").is_file():
         archive = root / Path(SPLITS_URL).name
         if not archive.is_file():
-            _download(SPLITS_URL, archive)
+            download(SPLITS_URL, archive)
         with zipfile.ZipFile(archive) as zf:
             for member in zf.namelist():
                 if member.startswith("ucfTrainTestlist/") and ".." not in member:
@@ -253,6 +253,6 @@ def fetch_ucf101(root: Path) -> Path:
     if not (root / "UCF-101").is_dir():
         archive = root / Path(VIDEOS_URL).name
         if not archive.is_file():
-            _download(VIDEOS_URL, archive, timeout=120.0)
+            download(VIDEOS_URL, archive, timeout=120.0)
         _unrar(archive, root)
     return root

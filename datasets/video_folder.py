@@ -1,8 +1,8 @@
 """Any folder of videos: every video file under a root, each loaded as a sampled clip.
 
-Clips are decoded with PyAV by the rules of :mod:`bench.video` (presentation
+Clips are decoded with PyAV by the rules of :mod:`bench.io.video` (presentation
 order, every frame of a variable-frame-rate clip, odd sizes kept) and sampled
-by a :class:`~bench.video.FrameSampler`: by default the 16 frames at the centre
+by a :class:`~bench.io.video.FrameSampler`: by default the 16 frames at the centre
 of each video, the clip length 3D-CNN action recognisers take. Without labels,
 machine tasks use the fidelity protocol.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.video import VIDEO_EXTENSIONS, Clip, FrameSampler, read_clip
+from bench.io.video import VIDEO_EXTENSIONS, Clip, FrameSampler, read_clip
 
 
 class VideoDataset(ImageDataset):
-    """Samples that load as :class:`~bench.video.Clip` (``T x H x W x 3`` uint8 RGB) through one sampler."""
+    """Samples that load as :class:`~bench.io.video.Clip` (``T x H x W x 3`` uint8 RGB) through one sampler."""
 
     media = "video"  # the runner pairs it with video methods only
 
@@ -37,7 +37,7 @@ class VideoFolder(VideoDataset):
     """Every video file under ``root`` (recursively), sorted by relative path.
 
     Sample ids are paths relative to ``root``. Extensions:
-    :data:`bench.video.VIDEO_EXTENSIONS`.
+    :data:`bench.io.video.VIDEO_EXTENSIONS`.
     """
 
     def __init__(

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.images import as_rgb8
-from bench.video import Clip
+from bench.io.images import as_rgb8
+from bench.io.video import Clip
 
 DEFAULT_CLIPS = ("astronaut", "coffee", "chelsea", "rocket")
 

@@ -157,7 +157,7 @@ class Method(abc.ABC):
     def weights_origin(self, role: str) -> str:
         """Where a weight file without a sidecar comes from: ``published`` (its authors' release) or ``unknown``.
 
-        A sidecar written by this harness's exports says ``local`` itself (``bench.weight_files``).
+        A sidecar written by this harness's exports says ``local`` itself (``bench.training.weights``).
         """
         return "unknown"
 

@@ -417,7 +417,7 @@ class CompressAICodec(Method):
         import torch.hub
 
         if self.checkpoints is not None:  # local checkpoints (the project's own): verified against their sidecars
-            from bench.weight_files import fetch_release
+            from bench.training.weights import fetch_release
 
             files = [f for q in self.rates if (f := self.checkpoint_file(q)) is not None]
             return fetch_release(files, self.options.get("release_url"))
@@ -451,8 +451,8 @@ class CompressAICodec(Method):
         return f"{self.arch} ({self.metric}): checkpoint file(s) not found for qualities {qs}, e.g. {f}"
 
     def weight_files(self, rate: Any) -> dict[str, Path | str]:
-        from bench.digests import module_digest
-        from bench.keys import GENERATED
+        from bench.io.digests import module_digest
+        from bench.running.keys import GENERATED
 
         q = self._quality(rate)
         if q in self._installed:  # digested now: a network in memory may have changed since it was installed
@@ -520,7 +520,7 @@ class CompressAICodec(Method):
         import torch
         from compressai.zoo import load_state_dict as rename_legacy_keys
 
-        from bench.codec_weights import ChecksumError, to_float32, verify_checksum
+        from bench.training.codec_weights import ChecksumError, to_float32, verify_checksum
 
         if not path.is_file():
             raise MethodUnavailable(f"{self._label(quality)}: checkpoint file not found: {path}")

@@ -268,7 +268,7 @@ class CompressedDomain(Method):
 
         from bench.methods.latent_scalable import adopt_task, rate_lambda, validation_figures
         from bench.methods.learned_losses import bits_per_pixel, distillation
-        from bench.training import Recipe, Stage
+        from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
         self.device = device

@@ -67,14 +67,14 @@ from bench.methods.compressai_codecs import (
 )
 from bench.methods.families import LayeredStreams, StreamContract
 from bench.provenance import installed_versions
-from bench.weight_files import WeightsMismatch, check_trained_on, load_trained
+from bench.training.weights import WeightsMismatch, check_trained_on, load_trained
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
     from bench.tasks.base import Task
-    from bench.training import Batch, Recipe
+    from bench.training.loop import Batch, Recipe
 
 #: hyperprior backbones whose ŷ elements are coded independently given (μ, σ)
 BACKBONES = {"bmshj2018-hyperprior": "scale", "mbt2018-mean": "mean-scale"}
@@ -361,8 +361,8 @@ class EAC(Method):
         return self.codec.weight_files(q)["codec"]
 
     def weight_files(self, rate: Any) -> dict[str, Path | str]:
-        from bench.digests import module_digest
-        from bench.keys import GENERATED
+        from bench.io.digests import module_digest
+        from bench.running.keys import GENERATED
 
         q = self.codec._quality(rate)
         files: dict[str, Path | str] = {"backbone": self.backbone_weights(q)}
@@ -376,7 +376,7 @@ class EAC(Method):
     def fetch_weights(self) -> list[Path]:
         """The backbone's weights (fetched as its codec fetches them) and every trained module, each verified
         against its committed sidecar; downloaded from ``release_url`` when configured and missing."""
-        from bench.weight_files import fetch_release
+        from bench.training.weights import fetch_release
 
         files = self.codec.fetch_weights() if self.untrained_backbone is None else []
         modules = [self.checkpoint_file(t, q) for q in self.rates for t in self.tasks]
@@ -589,11 +589,11 @@ class EAC(Method):
     def versions(self) -> dict[str, str]:
         return installed_versions("compressai", "torch")
 
-    # --- training (bench.training) -------------------------------------------------
+    # --- training (bench.training.loop) -------------------------------------------------
     def training_recipe(self, rate: Any, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Recipe:
         """Eq. 3 then Eq. 5 for one task at one quality (each predictor is trained on its own, as in 003)."""
         from bench.tasks.losses import loss_for
-        from bench.training import Recipe, Stage, TrainingError
+        from bench.training.loop import Recipe, Stage, TrainingError
 
         if len(tasks) != 1:
             raise TrainingError(
@@ -667,7 +667,7 @@ class EAC(Method):
 
         def validate(images: list[np.ndarray]) -> dict[str, float]:
             """Real coding of held-out images: bpp per target, human PSNR, the task loss on what it decodes."""
-            from bench import metrics as M
+            from bench.metrics import image as M
 
             out: dict[str, list[float]] = {"bpp/human": [], f"bpp/{task.name}": [], "psnr/human": []}
             out[f"loss/{task.name}"] = []

@@ -357,7 +357,7 @@ class FeatureStream(_ImagePlusMachineStream):
 
         from bench.methods.latent_scalable import adopt_task, rate_lambda, validation_figures
         from bench.methods.learned_losses import bits_per_pixel
-        from bench.training import Recipe, Stage
+        from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
         lam = rate_lambda(self.name, settings, rate)

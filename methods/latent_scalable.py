@@ -319,7 +319,7 @@ class LatentScalable(Method):
         import torch.nn.functional as F
 
         from bench.methods.learned_losses import bits_per_pixel
-        from bench.training import Recipe, Stage
+        from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
         lam = rate_lambda(self.name, settings, rate)
@@ -407,7 +407,7 @@ def validation_figures(
     method: Any, rate: int, images: Sequence[np.ndarray], split: SplitTaskNetwork
 ) -> dict[str, float]:
     """Encode, count bytes and decode each image: mean bpp per target, human PSNR, task agreement."""
-    from bench.metrics import psnr
+    from bench.metrics.image import psnr
 
     task = method.machine_task
     bpp_h, bpp_t, psnrs, preds, refs = [], [], [], {}, {}

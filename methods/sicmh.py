@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 
     from bench.methods.sicmh_model import SICMHNetwork
     from bench.tasks.base import Task
-    from bench.training import Recipe
+    from bench.training.loop import Recipe
 
 #: the streams of each layer, in layer order
 BASE_STREAMS = ("base.header", "base.h2", "base.h1")

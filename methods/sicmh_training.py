@@ -1,4 +1,4 @@
-"""SICMH's training stages (seed 001, §3.1.3, §3.2, §3.3, §4), as a :class:`bench.training.Recipe`.
+"""SICMH's training stages (seed 001, §3.1.3, §3.2, §3.3, §4), as a :class:`bench.training.loop.Recipe`.
 
 The paper trains its four parts (Fig. 23) one after the other, each stage
 freezing what the one before made:
@@ -41,12 +41,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench import metrics as M
 from bench.methods.base import HUMAN, CodecError
 from bench.methods.learned_losses import bits_per_pixel
 from bench.methods.sicmh import BASE_STREAMS, COARSE
+from bench.metrics import image as M
 from bench.tasks.losses import TaskLoss, loss_for
-from bench.training import Batch, Recipe, Stage, TrainingError
+from bench.training.loop import Batch, Recipe, Stage, TrainingError
 
 if TYPE_CHECKING:
     from bench.methods.sicmh import SICMH
@@ -82,8 +82,8 @@ def rate_point(settings: Mapping[str, Any], rate: Any) -> dict[str, float]:
 
 def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
     """Copy a CompressAI hyperprior's ``g_a`` (Fig. 5a's structure) into the Encoder; names any mismatch."""
-    from bench.codec_weights import verify_checksum
     from bench.methods.compressai_codecs import _state_dict_of
+    from bench.training.codec_weights import verify_checksum
 
     path = Path(path).expanduser()
     if not path.is_file():

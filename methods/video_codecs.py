@@ -1,6 +1,6 @@
 """Conventional video codecs through PyAV/FFmpeg: H.264 (x264), H.265 (x265), AV1 (SVT-AV1), VP9 (libvpx).
 
-A clip (``T x H x W x 3`` uint8 RGB, :mod:`bench.video`) is converted to
+A clip (``T x H x W x 3`` uint8 RGB, :mod:`bench.io.video`) is converted to
 ``yuv420p`` (swscale, BT.601 limited range, 2x2 area chroma; the conversion
 ``psnr-yuv420`` uses), encoded, and written by FFmpeg's muxer for the codec's
 elementary-stream format: Annex B for H.264 / H.265, a low-overhead OBU
@@ -42,9 +42,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.io.video import frame_rate, pad_to_even, rgb_to_yuv420, yuv420_to_rgb
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
 from bench.methods.vtm import VTM
-from bench.video import frame_rate, pad_to_even, rgb_to_yuv420, yuv420_to_rgb
 
 DEFAULT_FPS = 25
 STREAM = "video"

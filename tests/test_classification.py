@@ -269,7 +269,7 @@ def test_tf_labels_are_torchvision_order_after_background() -> None:
     ],
 )
 def test_mobilenets_see_a_macaw(model: str) -> None:
-    from bench.images import read_rgb8
+    from bench.io.images import read_rgb8
 
     task = mobilenet(model)
     assert task.model.input_size[0] == int(model.split("_")[-2])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.images import read_rgb8
-from bench.metrics import psnr
+from bench.io.images import read_rgb8
+from bench.metrics.image import psnr
 
 
 def bench(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

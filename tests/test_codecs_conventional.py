@@ -23,7 +23,7 @@ from bench.methods.base import Bitstream, CodecError, Family, MethodUnavailable
 from bench.methods.heif_codec import HevcIntra
 from bench.methods.imagecodecs_codecs import Avif, Jpeg2000, JpegXL
 from bench.methods.vtm import VTM, VTM_URL, rgb_to_ycbcr, ycbcr_to_rgb
-from bench.metrics import psnr
+from bench.metrics.image import psnr
 
 # (config name, overrides) of the installed codecs
 INSTALLED = [

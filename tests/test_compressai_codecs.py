@@ -26,7 +26,6 @@ from compressai.zoo.image import cfgs, model_architectures, model_urls  # noqa: 
 from omegaconf import OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from bench import metrics as M  # noqa: E402
 from bench.methods.base import Bitstream, CodecError, Family, MethodUnavailable  # noqa: E402
 from bench.methods.compressai_codecs import (  # noqa: E402
     QUALITIES,
@@ -36,6 +35,7 @@ from bench.methods.compressai_codecs import (  # noqa: E402
     payload_streams,
     unpack,
 )
+from bench.metrics import image as M  # noqa: E402
 
 BALLE = ["bmshj2018-factorized", "bmshj2018-hyperprior"]
 

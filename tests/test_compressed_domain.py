@@ -20,7 +20,7 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
 from bench.methods.base import HUMAN, CodecError, HeadPrediction
 from bench.methods.compressai_codecs import _to_tensor
 from bench.methods.compressed_domain import CompressedDomain, latent_from_strings, tap_synthesis
-from bench.runner import TaskJob, measure_sample
+from bench.running.runner import TaskJob, measure_sample
 
 SPLIT = "features.8"  # MobileNetV3-small: 48 channels at stride 16, the latent's own resolution
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from bench.datasets.base import DatasetUnavailable
 from bench.datasets.coco import COCO80, CocoDetection, CocoFormatError, load_annotations
-from bench.images import ImageError
+from bench.io.images import ImageError
 from bench.tasks import coco_eval
 from bench.tasks.base import TaskUnavailable
 from bench.tasks.detection import (

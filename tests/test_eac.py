@@ -14,9 +14,9 @@ from bench.datasets.folder import ImageFolder
 from bench.methods.base import HUMAN, Bitstream, MethodUnavailable
 from bench.methods.compressai_codecs import CompressAICodec, _to_tensor, _to_uint8
 from bench.methods.eac import EAC, selections
-from bench.runner import TaskJob, measure_sample
+from bench.running.runner import TaskJob, measure_sample
 from bench.tasks.segmentation import TorchvisionSegmenter
-from bench.training import CropSampler, load_checkpoint, module_digests, train, train_job
+from bench.training.loop import CropSampler, load_checkpoint, module_digests, train, train_job
 
 TINY = {"N": 8, "M": 12, "seed": 0}
 SMALL_MODULES = {"predictor_channels": 16, "adapter_channels": 16}
@@ -301,8 +301,8 @@ def _eac_on(backbone_dir, checkpoints=None) -> EAC:
 
 
 def test_an_exported_module_records_its_backbone_and_refuses_another(photo_folder, tmp_path, image):
-    from bench.module_export import export_module
-    from bench.weight_files import read_sidecar
+    from bench.training.export import export_module
+    from bench.training.weights import read_sidecar
 
     file_a = _backbone_file(tmp_path / "a", seed=1)
     file_b = _backbone_file(tmp_path / "b", seed=2)

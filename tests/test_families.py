@@ -20,7 +20,7 @@ from bench.methods.families import (
     charged_streams,
 )
 from bench.methods.pillow_codecs import PillowCodec
-from bench.runner import TaskJob, measure_sample
+from bench.running.runner import TaskJob, measure_sample
 
 
 def _pixels(image: np.ndarray, step: int) -> bytes:

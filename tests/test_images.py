@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.images import ImageError, as_rgb8, read_rgb8
+from bench.io.images import ImageError, as_rgb8, read_rgb8
 
 
 def test_rgb_png_round_trips_exactly(tmp_path, photos):

@@ -15,8 +15,8 @@ from conftest import assets_dir, requires_assets
 
 from bench.datasets.folder import Kodak
 from bench.methods.pillow_codecs import PillowCodec
-from bench.runner import run_sweep
-from bench.store import RunStore, aggregate
+from bench.running.runner import run_sweep
+from bench.running.store import RunStore, aggregate
 
 pytestmark = [pytest.mark.assets, requires_assets]
 

@@ -19,7 +19,7 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction, MethodUnavailable
 from bench.methods.compressai_codecs import _to_tensor, _to_uint8
 from bench.methods.latent_scalable import LatentScalable, crop_to_image
-from bench.runner import TaskJob, measure_sample
+from bench.running.runner import TaskJob, measure_sample
 
 SPLIT = "features.3"  # MobileNetV3-small: 24 channels at stride 8
 

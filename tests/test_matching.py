@@ -186,11 +186,11 @@ def test_bad_input_is_a_clear_error(task, features):
 
 def test_a_failed_query_leaves_the_database_whole(tmp_path, photo_folder):
     from bench.datasets.folder import ImageFolder
-    from bench.evaluation import evaluate_task
     from bench.methods.base import CodecError
     from bench.methods.pillow_codecs import PillowCodec
-    from bench.runner import TaskLogs, run_sweep
-    from bench.store import RunStore
+    from bench.running.evaluation import evaluate_task
+    from bench.running.runner import TaskLogs, run_sweep
+    from bench.running.store import RunStore
 
     class FailsOnChelsea(PillowCodec):
         def encode(self, image, rate):
@@ -217,7 +217,7 @@ def test_a_failed_query_leaves_the_database_whole(tmp_path, photo_folder):
 def run(tmp_path, *overrides: str) -> dict:
     from hydra import compose, initialize_config_module
 
-    from bench.app import run_job
+    from bench.running.app import run_job
 
     with initialize_config_module(config_module="bench.conf", version_base="1.3"):
         cfg = compose(

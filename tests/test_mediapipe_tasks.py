@@ -149,10 +149,10 @@ def test_jpeg_sweep_through_the_cli(tmp_path, astronaut):
 @needs_mediapipe
 def test_all_four_tasks_in_one_sweep(tmp_path, astronaut):
     from bench.datasets.folder import ImageFolder
-    from bench.evaluation import evaluate_task
     from bench.methods.pillow_codecs import PillowCodec
-    from bench.runner import TaskLogs, run_sweep
-    from bench.store import RunStore
+    from bench.running.evaluation import evaluate_task
+    from bench.running.runner import TaskLogs, run_sweep
+    from bench.running.store import RunStore
 
     folder = tmp_path / "img"
     folder.mkdir()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
 
-from bench import metrics as M
+from bench.metrics import image as M
 
 
 def _noisy(img: np.ndarray, sigma: float, seed: int) -> np.ndarray:

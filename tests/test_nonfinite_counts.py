@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from bench.datasets.folder import ImageFolder
-from bench.evaluation import evaluate_task
 from bench.methods.pillow_codecs import PillowCodec
 from bench.report import main as report_main
-from bench.runner import TaskLogs, run_sweep
-from bench.store import RunStore, aggregate, compressai_json, write_outputs
+from bench.running.evaluation import evaluate_task
+from bench.running.runner import TaskLogs, run_sweep
+from bench.running.store import RunStore, aggregate, compressai_json, write_outputs
 from bench.tasks.detection import OnnxDetector
 
 

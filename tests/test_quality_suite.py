@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import quality_suite as qs
+from bench.metrics import jpeg_ai as qs
 
 
 def need(module: str, extra: str = "quality") -> object:
@@ -107,9 +107,9 @@ def test_rejects_bad_input():
 
 
 def test_ms_ssim_equals_the_harness_opencv_implementation(planes, torch_one_thread):
-    """pytorch_msssim on Y (10-bit codes) equals bench.metrics.MSSSIM, itself checked equal to pytorch_msssim on RGB."""
+    """pytorch_msssim on Y (10-bit codes) equals bench.metrics.image.MSSSIM (itself equal to pytorch_msssim on RGB)."""
     need("pytorch_msssim")
-    from bench.metrics import MSSSIM
+    from bench.metrics.image import MSSSIM
 
     for ref, dec in planes.values():
         ours = qs._ms_ssim(ref, dec)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench import metrics as M
 from bench.datasets.folder import ImageFolder
 from bench.methods.base import Bitstream, CodecError, Family, Method
 from bench.methods.pillow_codecs import PillowCodec
-from bench.runner import measure_sample, run_sweep
-from bench.store import RunStore, aggregate
+from bench.metrics import image as M
+from bench.running.runner import measure_sample, run_sweep
+from bench.running.store import RunStore, aggregate
 
 
 def test_rows_count_the_bytes_pillow_writes(photo_folder):

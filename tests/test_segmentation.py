@@ -464,7 +464,7 @@ def test_deeplab_edgetpu_cityscapes_miou(cityscapes_frames) -> None:
 
 @requires_assets
 def test_voc_model_refuses_cityscapes_ground_truth_and_sees_a_bird(cityscapes_frames) -> None:
-    from bench.images import read_rgb8
+    from bench.io.images import read_rgb8
 
     _, samples, _, refs = cityscapes_frames
     task = config_task("deeplabv3-voc")

@@ -15,9 +15,17 @@ from bench.methods.base import HUMAN, Bitstream, CodecError, Family
 from bench.methods.compressai_codecs import Header, _to_tensor
 from bench.methods.sicmh import BASE_STREAMS, SICMH, Architecture
 from bench.methods.sicmh_training import STAGES, rate_point, validation_figures
-from bench.runner import measure_sample
+from bench.running.runner import measure_sample
 from bench.tasks.segmentation import TorchvisionSegmenter
-from bench.training import Batch, CropSampler, FrozenModuleError, TrainingError, module_digests, split_samples, train
+from bench.training.loop import (
+    Batch,
+    CropSampler,
+    FrozenModuleError,
+    TrainingError,
+    module_digests,
+    split_samples,
+    train,
+)
 from tests.task_fixtures import DominantChannel
 
 TINY = {
@@ -176,7 +184,7 @@ def test_mbhd_charges_tasks_the_base_layer_and_the_human_both(method, photo_fold
 
 
 def _job(task):
-    from bench.runner import TaskJob
+    from bench.running.runner import TaskJob
 
     return TaskJob(task, [1], False)
 
@@ -334,7 +342,7 @@ def test_a_stage_that_touches_a_frozen_part_is_caught(photos):
     recipe = m.training_recipe(1, [segmenter()], RECIPE, "cpu")
     fine = next(s for s in recipe.stages if s.name == "fine")
     with pytest.raises(FrozenModuleError, match="frozen module 'coarse'"):
-        from bench.training import trained_parameters
+        from bench.training.loop import trained_parameters
 
         trained_parameters(recipe.model, type(fine)("fine", ["enhancement", "coarse"], fine.frozen, fine.loss))
 

@@ -14,10 +14,10 @@ from task_fixtures import DominantChannel
 from test_cli import bench
 from test_tasks_runner import CountingJPEG
 
-from bench import jobs
 from bench.datasets.folder import ImageFolder
-from bench.runner import BitstreamCache, TaskLogs, run_sweep
-from bench.store import RunStore
+from bench.running import jobs
+from bench.running.runner import BitstreamCache, TaskLogs, run_sweep
+from bench.running.store import RunStore
 
 KEYS = ("bpp", "psnr-rgb", "ms-ssim-rgb")
 
@@ -179,7 +179,7 @@ def _composed(*overrides: str):
     """The run config as Hydra composes it for `python -m bench run`, hydra node included."""
     from hydra import compose, initialize_config_module
 
-    jobs.register_resolver()  # as importing bench.app does
+    jobs.register_resolver()  # as importing bench.running.app does
     with initialize_config_module(config_module="bench.conf", version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from task_fixtures import DominantChannel
 
 from bench.datasets.folder import ImageFolder
-from bench.evaluation import evaluate_task
 from bench.methods.pillow_codecs import PillowCodec
-from bench.runner import TaskLogs, run_sweep
-from bench.store import RunStore
+from bench.running.evaluation import evaluate_task
+from bench.running.runner import TaskLogs, run_sweep
+from bench.running.store import RunStore
 
 
 class CountingJPEG(PillowCodec):

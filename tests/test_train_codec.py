@@ -15,12 +15,12 @@ pytest.importorskip("compressai")
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
-from bench.codec_weights import ChecksumError, export_run, read_state_dict, sha256_of  # noqa: E402
 from bench.methods.base import MethodUnavailable  # noqa: E402
 from bench.methods.compressai_codecs import CompressAICodec, _to_tensor, _to_uint8  # noqa: E402
-from bench.metrics import psnr  # noqa: E402
-from bench.train_codec import Trainer, TrainError, build_model, load_config, main, read_checkpoint  # noqa: E402
-from bench.train_data import CropSampler, scan_images  # noqa: E402
+from bench.metrics.image import psnr  # noqa: E402
+from bench.training.codec import Trainer, TrainError, build_model, load_config, main, read_checkpoint  # noqa: E402
+from bench.training.codec_weights import ChecksumError, export_run, read_state_dict, sha256_of  # noqa: E402
+from bench.training.data import CropSampler, scan_images  # noqa: E402
 
 TINY = [
     "N=8",
@@ -232,8 +232,8 @@ def test_cli_export_needs_a_run_dir(capsys):
 
 
 def test_fetch_checks_released_files_and_says_what_to_do_without_a_release(exported, tmp_path):
-    from bench.codec_weights import fetch_release
     from bench.fetch import FetchError
+    from bench.training.codec_weights import fetch_release
 
     _, weights, sidecar = exported
     pattern = "bmshj2018-hyperprior-mse-q{quality}.pth"
@@ -306,7 +306,7 @@ def test_a_chain_of_init_from_runs_ships_its_whole_training_history(exported, tm
 def test_the_committed_weights_match_their_sidecars_and_code_a_photograph() -> None:
     """What a fresh clone relies on: the project's own hyperprior qualities load, check out, and compress,
     each at a higher rate and quality than the one below it."""
-    from bench.train_codec import ZOO_LAMBDAS
+    from bench.training.codec import ZOO_LAMBDAS
 
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / "bmshj2018-hyperprior-ours"
     qualities = sorted(int(p.stem.rsplit("q", 1)[1]) for p in folder.glob("bmshj2018-hyperprior-mse-q*.pth"))

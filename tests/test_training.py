@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from bench.datasets.folder import ImageFolder
-from bench.training import (
+from bench.training.loop import (
     CropSampler,
     FrozenModuleError,
     Recipe,

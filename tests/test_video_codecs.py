@@ -15,10 +15,10 @@ import av
 import numpy as np
 import pytest
 
-from bench import video_metrics as VM
+from bench.io.video import Clip, pad_to_even, rgb_to_yuv420, yuv420_planes, yuv420_to_rgb
 from bench.methods.base import Bitstream, CodecError, MethodUnavailable
 from bench.methods.video_codecs import CODECS, PyAVVideoCodec, VTMVideo
-from bench.video import Clip, pad_to_even, rgb_to_yuv420, yuv420_planes, yuv420_to_rgb
+from bench.metrics import video as VM
 from tests.video_fixtures import moving_shapes
 
 ODD = (6, 45, 63)  # frames, height, width: odd sizes exercise the even-padding rule

@@ -12,7 +12,7 @@ import pytest
 from bench.datasets.base import DatasetUnavailable, Sample
 from bench.datasets.ucf101 import UCF101, SplitFileError, read_class_index, read_split
 from bench.datasets.video_folder import VideoFolder
-from bench.video import Clip, FrameSampler, VideoError, read_clip
+from bench.io.video import Clip, FrameSampler, VideoError, read_clip
 from tests.video_fixtures import moving_shapes, write_ucf101_tree, write_video
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from bench.datasets.ucf101 import UCF101
+from bench.io.video import Clip
 from bench.methods.base import HUMAN, Bitstream, Family, Method
 from bench.methods.video_codecs import PyAVVideoCodec
-from bench.runner import measure_sample
-from bench.video import Clip
+from bench.running.runner import measure_sample
 from tests.conftest import assets_dir, requires_assets
 from tests.video_fixtures import moving_shapes, write_ucf101_tree
 
@@ -190,7 +190,7 @@ class TwoLayerH264(Method):
 
 def test_a_layered_video_method_charges_the_task_its_base_layer_per_frame_and_pixel(frame_task, tmp_path):
     from bench.datasets.video_folder import VideoFolder
-    from bench.runner import TaskJob
+    from bench.running.runner import TaskJob
     from tests.video_fixtures import write_video
 
     write_video(tmp_path / "v" / "clip.avi", moving_shapes(8, 48, 64))

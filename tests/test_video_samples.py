@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 
 from bench.datasets.base import DatasetUnavailable
 from bench.datasets.video_samples import VideoSamples, pan_clip
-from bench.video import Clip
+from bench.io.video import Clip
 
 
 def test_a_clip_is_the_photograph_under_a_whole_pixel_pan():

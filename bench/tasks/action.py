@@ -1,6 +1,6 @@
 """Machine tasks on video clips: action recognition, and frame-level classification fidelity.
 
-Both take clips (``T x H x W x 3`` uint8 RGB, :mod:`bench.video`) and predict
+Both take clips (``T x H x W x 3`` uint8 RGB, :mod:`bench.io.video`) and predict
 ``{"top5": [class ids], "scores": [probabilities]}`` per clip, scored with the
 top-1 / top-5 evaluator of :mod:`bench.tasks.classification`.
 

@@ -234,7 +234,7 @@ def load_distractor(name: str) -> np.ndarray:
         raise ValueError(f"unknown distractor {name!r}: choose scikit-image sample images from {list(SHIPPED_IMAGES)}")
     import skimage.data
 
-    from bench.images import as_rgb8
+    from bench.io.images import as_rgb8
 
     return as_rgb8(getattr(skimage.data, name)(), name=f"skimage.data.{name}")
 

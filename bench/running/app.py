@@ -12,12 +12,13 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bench import jobs, keys, provenance
+from bench import provenance
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.evaluation import evaluate_task
 from bench.methods.base import Method, MethodUnavailable
-from bench.runner import BitstreamCache, TaskLogs, run_sweep
-from bench.store import RunStore, aggregate, compressai_json, write_outputs
+from bench.running import jobs, keys
+from bench.running.evaluation import evaluate_task
+from bench.running.runner import BitstreamCache, TaskLogs, run_sweep
+from bench.running.store import RunStore, aggregate, compressai_json, write_outputs
 from bench.tasks.base import Task
 
 log = logging.getLogger("bench")
@@ -58,7 +59,7 @@ def format_table(table: pd.DataFrame, name: str, dataset: str) -> str:
 
 @dataclass
 class TaskSetup:
-    """A task built from config, with its identity (``bench.keys.task_identity``) and the key made from it."""
+    """A task built from config, with its identity (``bench.running.keys.task_identity``) and the key made from it."""
 
     task: Task
     config: dict[str, Any]
@@ -127,7 +128,7 @@ def rate_weights(method: Method) -> dict[str, str]:
 
 def weights_meta(method: Method) -> list[dict[str, Any]]:
     """``meta.weights``: every weight file of every rate point, with its SHA-256, origin and training record."""
-    from bench.weight_files import describe
+    from bench.training.weights import describe
 
     out = []
     for rate in method.rates:
@@ -141,7 +142,7 @@ def weights_meta(method: Method) -> list[dict[str, Any]]:
 
 def dataset_meta(dataset: ImageDataset, samples: list[Sample]) -> dict[str, Any]:
     """Which samples, with which content and ground truth, stand behind the results (``meta.sample_set``)."""
-    from bench.digests import file_sha256, json_sha256
+    from bench.io.digests import file_sha256, json_sha256
 
     labels = {p.name: file_sha256(p) for p in dataset.label_files()}
     contents = sorted((s.id, s.content) for s in samples)

@@ -6,9 +6,9 @@
   conditions), ``(6 PSNR_Y + PSNR_U + PSNR_V) / 8``, each plane's PSNR from
   its MSE over all frames (as FFmpeg's ``psnr`` filter averages a sequence).
   Both clips are converted to 4:2:0 with swscale, BT.601 limited range, 2x2
-  area chroma (:func:`bench.video.yuv420_planes`), the conversion the video
+  area chroma (:func:`bench.io.video.yuv420_planes`), the conversion the video
   codecs here feed their encoders with;
-- ``ms-ssim-rgb``: MS-SSIM of each frame (:class:`bench.metrics.MSSSIM`,
+- ``ms-ssim-rgb``: MS-SSIM of each frame (:class:`bench.metrics.image.MSSSIM`,
   equal to ``pytorch_msssim``), averaged over the frames.
 
 Rates: ``bpp`` = bytes x 8 / (frames x height x width), over the clip's own
@@ -25,8 +25,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench import metrics as M
-from bench.video import frame_rate, yuv420_planes
+from bench.io.video import frame_rate, yuv420_planes
+from bench.metrics import image as M
 
 #: metrics every clip gets, whatever the run's ``metrics`` list says
 ALWAYS_FOR_CLIPS = ("psnr-yuv420",)
@@ -94,7 +94,7 @@ def psnr_yuv420(decoded: np.ndarray, original: np.ndarray) -> float:
 class ClipMSSSIM:
     """MS-SSIM per frame against one original clip, averaged over the frames.
 
-    Raises ``ValueError`` (as :class:`bench.metrics.MSSSIM`) for frames whose
+    Raises ``ValueError`` (as :class:`bench.metrics.image.MSSSIM`) for frames whose
     shorter side is 160 pixels or less.
     """
 

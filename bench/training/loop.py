@@ -153,7 +153,7 @@ class Recipe:
 
     ``trained_on`` names the frozen weights the trained model depends on (``{"backbone": path}``; a
     ``generated:<digest>`` string for weights made in memory): checkpoints record their SHA-256, so a
-    trained module is never loaded onto other weights (``bench.weight_files.check_trained_on``).
+    trained module is never loaded onto other weights (``bench.training.weights.check_trained_on``).
     """
 
     model: torch.nn.Module
@@ -395,7 +395,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 def trained_on_record(files: Mapping[str, Path | str]) -> dict[str, dict[str, str]]:
     """``{role: {"file", "sha256"}}`` of the weights a model was trained on (``generated:`` ones as they are)."""
-    from bench.keys import weight_digests
+    from bench.running.keys import weight_digests
 
     digests = weight_digests(files)
     return {role: {"file": str(f), "sha256": digests[role]} for role, f in files.items()}
@@ -619,8 +619,8 @@ def run_provenance(
         path = Path(os.path.expanduser(str(init)))
         start = {"file": str(init)}
         if path.is_file():
-            from bench.digests import file_sha256
-            from bench.weight_files import load_trained
+            from bench.io.digests import file_sha256
+            from bench.training.weights import load_trained
 
             _, before = load_trained(path)
             steps = before.get("total_steps", sum((before.get("steps") or {}).values()))
@@ -653,9 +653,9 @@ def train_job(cfg: DictConfig) -> TrainResult:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from bench.app import UserError, build_tasks, resolve_device
     from bench.datasets.base import DatasetUnavailable
     from bench.methods.base import MethodUnavailable
+    from bench.running.app import UserError, build_tasks, resolve_device
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
@@ -736,7 +736,7 @@ def hydra_train() -> None:
     """The Hydra entry point (config ``conf/train.yaml``)."""
     import hydra
 
-    from bench.app import UserError
+    from bench.running.app import UserError
 
     @hydra.main(version_base="1.3", config_path="pkg://bench.conf", config_name="train")
     def _main(cfg: DictConfig) -> None:

@@ -44,7 +44,7 @@ def _name_only(trained_on: dict[str, Any]) -> dict[str, Any]:
 
 def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
     """The sidecar of an exported training run (see the module docstring)."""
-    from bench.digests import file_sha256
+    from bench.io.digests import file_sha256
 
     prov = dict(ckpt.get("provenance") or {})
     if "trained_on" not in prov:
@@ -96,8 +96,8 @@ def export_module(run_model: str | os.PathLike, dest: str | os.PathLike) -> tupl
     """Write ``dest`` (a file, or a folder to hold ``model.pt``) and its sidecar from a run's ``model.pt``."""
     import torch
 
-    from bench.training import load_checkpoint
-    from bench.weight_files import sidecar_of
+    from bench.training.loop import load_checkpoint
+    from bench.training.weights import sidecar_of
 
     ckpt = load_checkpoint(run_model)
     target = Path(os.path.expanduser(str(dest)))

@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from bench.digests import file_sha256
+from bench.io.digests import file_sha256
 from bench.provenance import installed_versions
-from bench.weight_files import ChecksumMismatch, sidecar_of, verified_sidecar
+from bench.training.weights import ChecksumMismatch, sidecar_of, verified_sidecar
 
 #: submodules whose tensors are kept at full precision (their tables derive from them)
 ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
@@ -101,7 +101,7 @@ def export_run(
     name: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.pth`` (fp16 + tables) and its JSON sidecar from a training run."""
-    from bench.train_codec import TrainError, build_model, describe_init, read_checkpoint
+    from bench.training.codec import TrainError, build_model, describe_init, read_checkpoint
 
     run_dir = Path(os.path.expanduser(str(run_dir)))
     if checkpoint not in ("last", "best"):
@@ -157,8 +157,8 @@ def export_run(
 
 def fetch_release(folder: str | os.PathLike, release_url: str | None, qualities: list[int], pattern: str) -> list[Path]:
     """The ``.pth`` files of ``qualities`` in ``folder``, each verified against its committed sidecar
-    (downloaded from ``release_url`` first when missing): :func:`bench.weight_files.fetch_release`."""
-    from bench.weight_files import fetch_release as fetch_files
+    (downloaded from ``release_url`` first when missing): :func:`bench.training.weights.fetch_release`."""
+    from bench.training.weights import fetch_release as fetch_files
 
     folder = Path(os.path.expanduser(str(folder)))
     return fetch_files([folder / pattern.format(quality=q) for q in qualities], release_url)

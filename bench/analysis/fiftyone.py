@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.keys import RowStamp
-from bench.store import RowLog
+from bench.running.keys import RowStamp
+from bench.running.store import RowLog
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def _ok_rows(log_: RowLog, stamp: RowStamp) -> dict[tuple[str, str], dict[str, A
 def reconstruct(method: Any, image: np.ndarray, rate: Any, cache: Any) -> tuple[np.ndarray, int]:
     """What the human target decoded at ``rate``, and the bytes it was charged: from the cache, else re-encoded."""
     from bench.methods.base import HUMAN
-    from bench.runner import TargetDecoder
+    from bench.running.runner import TargetDecoder
 
     cached = cache.load(cache.image_digest(image), rate) if cache is not None else None
     written = cached[0] if cached is not None else method.encode(image, rate)
@@ -340,8 +340,8 @@ def export_run(
     stamp = run.stamp()
     cache = None
     if cache_dir is not None:
-        from bench.keys import cache_key
-        from bench.runner import BitstreamCache
+        from bench.running.keys import cache_key
+        from bench.running.runner import BitstreamCache
 
         cache = BitstreamCache(cache_dir, cache_key(run.meta["identity"]), stamp.weights)
     human = _ok_rows(run.rows, stamp)

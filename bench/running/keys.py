@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.digests import array_sha256, file_sha256, json_sha256, short
+from bench.io.digests import array_sha256, file_sha256, json_sha256, short
 from bench.provenance import installed_versions
 
 log = logging.getLogger("bench")

@@ -15,11 +15,11 @@ it), ``best.pt`` (the checkpoint with the lowest validation loss),
 real ``compress``/``decompress`` bytes on the validation images) and
 ``train.log``. A checkpoint is written every so many steps and minutes, at the
 end, and on SIGTERM/SIGINT. The batches depend only on ``(seed, step)``
-(:mod:`bench.train_data`), so on one CPU configuration an interrupted and
+(:mod:`bench.training.data`), so on one CPU configuration an interrupted and
 resumed run takes the same steps as an uninterrupted one.
 
 ``python -m bench train-codec export run_dir=... out_dir=...`` writes the
-shippable fp16 weights (:mod:`bench.codec_weights`).
+shippable fp16 weights (:mod:`bench.training.codec_weights`).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.train_data import CropSampler, TrainDataError, list_images, scan_images
+from bench.training.data import CropSampler, TrainDataError, list_images, scan_images
 
 log = logging.getLogger("bench.train")
 
@@ -146,13 +146,13 @@ def validate(
     """RD loss of the forward pass, and bpp / PSNR of real entropy-coded bytes, averaged over ``images``.
 
     bpp counts the bytes ``compress`` writes (eval_model's convention: the strings, no container header);
-    PSNR is ``bench.metrics.psnr`` of the decoded 8-bit image, as the harness measures it.
+    PSNR is ``bench.metrics.image.psnr`` of the decoded 8-bit image, as the harness measures it.
     """
     import torch.nn.functional as F
     from compressai.ops import compute_padding
 
     from bench.methods.compressai_codecs import MIN_DIV, _to_tensor, _to_uint8
-    from bench.metrics import bits_per_pixel, psnr
+    from bench.metrics.image import bits_per_pixel, psnr
 
     was_training = net.training
     net.eval()
@@ -215,7 +215,7 @@ def describe_init(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
 
     ``total_steps`` counts the whole chain (e.g. q2 fine-tuned from q1), so a shipped model says how much
     training it has really had. ``ckpt``: the ``.pt`` checkpoint already read from ``path``, if it was."""
-    from bench.codec_weights import sidecar_path
+    from bench.training.codec_weights import sidecar_path
 
     p = Path(os.path.expanduser(str(path)))
     record: dict[str, Any] = {"file": p.name}
@@ -233,7 +233,7 @@ def describe_init(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
 
 def _load_init_weights(net: torch.nn.Module, path: str) -> dict[str, Any]:
     """Start from another run's weights (e.g. a lower-lambda model), fresh optimizers; returns what they are."""
-    from bench.codec_weights import read_state_dict
+    from bench.training.codec_weights import read_state_dict
 
     p = Path(os.path.expanduser(path))
     ckpt = read_checkpoint(p) if p.suffix == ".pt" else None
@@ -287,7 +287,7 @@ class Trainer:
             self.sampler = CropSampler(train.usable, cfg["patch_size"], cfg["batch_size"], cfg["seed"])
             self.val_images: list[np.ndarray] = []
             if cfg["val_data"]:
-                from bench.images import read_rgb8
+                from bench.io.images import read_rgb8
 
                 val = scan_images(list_images(cfg["val_data"]))
                 self.val_images = [np.array(read_rgb8(p)) for p in val.usable[: cfg["val_max_images"]]]  # writable
@@ -534,7 +534,7 @@ def main(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
         if argv and argv[0] == "export":
-            from bench.codec_weights import export_run
+            from bench.training.codec_weights import export_run
 
             opts = _parse_kv(argv[1:])
             unknown = set(opts) - {"run_dir", "checkpoint", "out_dir", "name"}

@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from bench import metrics as M
-from bench import video_metrics as VM
 from bench.datasets.base import ImageDataset, Sample
-from bench.digests import array_sha256
-from bench.keys import RowStamp
+from bench.io.digests import array_sha256
 from bench.methods.base import HUMAN, Bitstream, HeadPrediction, Method
-from bench.store import RowLog, RunStore
+from bench.metrics import registry
+from bench.metrics import video as VM
+from bench.metrics.registry import CLIP, IMAGE
+from bench.running.keys import RowStamp
+from bench.running.store import RowLog, RunStore
 from bench.tasks.base import Task
 
 log = logging.getLogger(__name__)
@@ -39,13 +40,6 @@ log = logging.getLogger(__name__)
 #: the rate label of predictions on the uncompressed input
 UNCOMPRESSED = "uncompressed"
 
-#: metric name -> factory that takes the original image and returns a scorer of
-#: reconstructions (MS-SSIM caches the original's terms across the rate sweep)
-METRICS: dict[str, Callable[[np.ndarray], Callable[[np.ndarray], float]]] = {
-    "psnr-rgb": lambda original: lambda decoded: M.psnr(decoded, original),
-    "ms-ssim-rgb": M.MSSSIM,
-    "psnr-yuv420": VM.PSNRYUV420,  # (6 Y + U + V) / 8, BT.601 4:2:0; every video clip gets it
-}
 
 
 def _error_text(exc: BaseException) -> str:
@@ -269,10 +263,11 @@ def measure_sample(
     scorers: dict[str, Callable[[np.ndarray], float]] = {}
     unscorable: dict[str, str] = {}
     if human_rates:
-        table, names = (VM.CLIP_METRICS, VM.clip_metric_names(metrics)) if image.ndim == 4 else (METRICS, metrics)
-        for name in names:
-            try:
-                scorers[name] = table[name](image)
+        media = CLIP if image.ndim == 4 else IMAGE
+        names = VM.clip_metric_names(metrics) if media == CLIP else list(metrics)
+        for name, metric in registry.human(media, names).items():
+            try:  # a scorer is built once per original (MS-SSIM keeps its pyramids across the rate sweep)
+                scorers[name] = metric.scorers[media](image)
             except ValueError as exc:  # e.g. MS-SSIM of an image under 161 px
                 unscorable[name] = f"{name}: {exc}"
     pending: dict[str, list[tuple[Any, dict[str, Any], Any]]] = {job.task.name: [] for job in task_jobs}
@@ -403,9 +398,8 @@ def run_sweep(
     today's content and weights: ``stamp``) is skipped; one that lacks only a
     task's row is encoded again for that task alone.
     """
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
+    media = CLIP if getattr(dataset, "media", "image") == "video" else IMAGE
+    registry.human(media, VM.clip_metric_names(metrics) if media == CLIP else metrics)  # unknown: one clear error
     samples = samples if samples is not None else dataset.samples()
     content_only = RowStamp(stamp.contents) if stamp is not None else None
     done = store.done_keys(stamp) if resume else set()

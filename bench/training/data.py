@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.images import IMAGE_EXTENSIONS, ImageError, read_rgb8
+from bench.io.images import IMAGE_EXTENSIONS, ImageError, read_rgb8
 
 log = logging.getLogger("bench.train")
 

@@ -13,9 +13,9 @@ from typing import Any
 import pandas as pd
 
 from bench.datasets.base import ImageDataset, Sample
-from bench.keys import RowStamp
-from bench.runner import TaskLogs
-from bench.store import exact_mean
+from bench.running.keys import RowStamp
+from bench.running.runner import TaskLogs
+from bench.running.store import exact_mean
 from bench.tasks.base import FIDELITY, GROUND_TRUTH
 
 

@@ -27,17 +27,13 @@ from typing import Any
 
 import pandas as pd
 
-from bench.keys import RowStamp
+from bench.running.keys import RowStamp
 
 #: per-sample columns averaged into the aggregate, in CompressAI's key names
 AVERAGED = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
 #: averaged too when the rows have them (video clips: rate per second, 4:2:0 PSNR; frames per clip; the bits of
 #: every stream written, which differ from ``bpp`` for methods whose human is sent only some streams)
 AVERAGED_IF_PRESENT = ("kbps", "psnr-yuv420", "frames", "bpp_total")
-#: quality columns: a sample without one of them (NaN) leaves the rate point for every metric
-QUALITY = ("psnr-rgb", "ms-ssim-rgb", "psnr-yuv420")
-#: PSNR columns: a lossless decode (identical images) is +inf there
-PSNR = ("psnr-rgb", "psnr-yuv420")
 #: how many samples stand behind each rate point, and why the others do not
 COUNTS = ("n", "n_failed", "n_undefined", "n_lossless")
 
@@ -175,8 +171,8 @@ class RunStore:
         atomic_write_text(self.run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
 
     def write_identity(self, identity: dict[str, Any]) -> None:
-        """The parts of the run key (``bench.keys``), so a later run can say what differs."""
-        from bench.keys import IDENTITY_FILE
+        """The parts of the run key (``bench.running.keys``), so a later run can say what differs."""
+        from bench.running.keys import IDENTITY_FILE
 
         text = json.dumps(identity, indent=2, sort_keys=True, default=str)
         atomic_write_text(self.run_dir / IDENTITY_FILE, text)
@@ -200,22 +196,25 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
       leaves the point for every metric, counted in ``n_undefined``, so bpp and quality average the same
       images; a metric undefined for every sample is NaN at the point and excludes no one.
     - A lossless decode keeps PSNR = inf in its row; the point's PSNR averages the other samples and
-      ``n_lossless`` says how many were left out of that mean (bpp and MS-SSIM include them).
+      ``n_lossless`` says how many were left out of that mean (bpp and MS-SSIM include them). The rule is
+      the same for any human metric that is infinite on an exact decode.
     - ``n`` is the number of samples behind the point.
     """
     if samples.empty:
         return pd.DataFrame(columns=["rate", *COUNTS, *AVERAGED])
+    from bench.metrics import registry
+
     ok = samples[samples["error"].isna()] if "error" in samples else samples
-    columns = [*AVERAGED, *(c for c in AVERAGED_IF_PRESENT if c in samples)]
+    quality = [c for c in samples.columns if c in registry.declared() and not registry.is_task_key(c)]
+    columns = list(dict.fromkeys([*AVERAGED, *(c for c in AVERAGED_IF_PRESENT if c in samples), *quality]))
     out = []
     for rate in rates:
         at_rate = samples[samples["rate"].astype(str) == str(rate)]
         good = ok[ok["rate"].astype(str) == str(rate)]
-        defined = [m for m in QUALITY if m in good and good[m].notna().any()]
+        defined = [m for m in quality if good[m].notna().any()]
         undefined = good[defined].isna().any(axis=1) if defined and len(good) else pd.Series(False, index=good.index)
         point = good[~undefined]
-        psnr = [m for m in PSNR if m in point]
-        lossless = (point[psnr] == math.inf).any(axis=1) if psnr and len(point) else pd.Series(dtype=bool)
+        lossless = (point[quality] == math.inf).any(axis=1) if quality and len(point) else pd.Series(dtype=bool)
         row: dict[str, Any] = {
             "rate": rate,
             "n": len(point),
@@ -224,7 +223,7 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
             "n_lossless": int(lossless.sum()),
         }
         for col in columns:
-            row[col] = exact_mean(point[col], finite_only=col in PSNR) if col in point and len(point) else math.nan
+            row[col] = exact_mean(point[col], finite_only=col in quality) if col in point and len(point) else math.nan
         out.append(row)
     return pd.DataFrame(out)
 
@@ -237,7 +236,10 @@ def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict
     each task's ``bpp@<task>`` and ``<task>/<metric>`` (``<task>/n`` counts
     the samples behind each figure).
     """
-    present = [col for col in (*AVERAGED, *AVERAGED_IF_PRESENT) if col in table]
+    from bench.metrics import registry
+
+    human = [c for c in table.columns if c in registry.declared() and not registry.is_task_key(c)]
+    present = list(dict.fromkeys(col for col in (*AVERAGED, *AVERAGED_IF_PRESENT, *human) if col in table))
     results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in present}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
     for col in COUNTS:  # the samples behind each point

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from bench.digests import file_sha256
+from bench.io.digests import file_sha256
 
 #: origin of a file: published by its authors (a model zoo, a paper's release), trained with this harness, or
 #: neither known (a user's own file without a sidecar)

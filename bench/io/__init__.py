@@ -1,0 +1,1 @@
+"""Reading samples and writing files: images, video clips, content digests."""
