@@ -14,9 +14,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import provenance
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
-from bench.methods.base import Method, MethodUnavailable
+from bench.methods.base import HUMAN, Method, MethodUnavailable
 from bench.running import jobs, keys
 from bench.running.evaluation import evaluate_task
+from bench.running.profile import profile
 from bench.running.runner import BitstreamCache, TaskLogs, run_sweep
 from bench.running.store import RunStore, aggregate, compressai_json, write_outputs
 from bench.tasks.base import Task
@@ -256,6 +257,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         task_meta[t.task.name]["key"] = setup.key
         task_meta[t.task.name]["rows"] = t.predictions.path.relative_to(store.root).as_posix()
         task_meta[t.task.name]["reference_rows"] = t.reference.path.relative_to(store.root).as_posix()
+    complexity = profile(method, dataset, samples, [t.task for t in task_setups]) if cfg.get("complexity") else {}
+    if complexity.get("rates") and len(table) == len(method.rates):
+        per_rate = [complexity["rates"].get(str(r), {}) for r in method.rates]
+        table["kmac_enc"] = [p.get("encoder") for p in per_rate]
+        table["kmac_dec"] = [(p.get("decoder") or {}).get(HUMAN) for p in per_rate]
     failures = (
         []
         if rows.empty or "error" not in rows
@@ -284,6 +290,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "config_hash": run_key,
         "rate_weights": stamp.weights,
         "weights": weights_meta(method),
+        "complexity": complexity,
         "rows": store.rows_path.relative_to(store.root).as_posix(),  # relative: results move with their folder
         "codec_versions": method.versions(),
         "provenance": provenance.provenance(device=getattr(method, "device", "cpu")),

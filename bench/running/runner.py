@@ -30,6 +30,7 @@ from bench.io.digests import array_sha256
 from bench.methods.base import HUMAN, Bitstream, HeadPrediction, Method
 from bench.metrics import registry
 from bench.metrics import video as VM
+from bench.metrics.complexity import Peak, peak_memory
 from bench.metrics.registry import CLIP, IMAGE
 from bench.running.keys import RowStamp
 from bench.running.store import RowLog, RunStore
@@ -200,19 +201,34 @@ class TargetDecoder:
     def __init__(self, method: Method, written: Bitstream):
         self.method = method
         self.written = written
-        self.cache: dict[Any, tuple[Any, float]] = {}
+        self.cache: dict[Any, tuple[Any, float, float | None]] = {}
+
+    def _key(self, target: str) -> tuple[Any, list[str]]:
+        charged = self.method.streams_for(target, self.written)
+        return ((tuple(charged), target) if self.method.decodes_per_target else tuple(charged)), charged
 
     def for_target(self, target: str) -> tuple[Any, int, float]:
         """The decoded input of ``target``, the bytes it was charged, and the decode time."""
-        charged = self.method.streams_for(target, self.written)
+        key, charged = self._key(target)
         w = self.written
         received = Bitstream({n: w.streams[n] for n in charged}, height=w.height, width=w.width)
-        key = (tuple(charged), target) if self.method.decodes_per_target else tuple(charged)
         if key not in self.cache:
-            start = time.perf_counter()
-            self.cache[key] = (self.method.decode(received, target), time.perf_counter() - start)
-        out, seconds = self.cache[key]
+            with peak_memory(method_device(self.method)) as peak:
+                start = time.perf_counter()
+                out = self.method.decode(received, target)
+                seconds = time.perf_counter() - start
+            self.cache[key] = (out, seconds, peak.mib)
+        out, seconds, _ = self.cache[key]
         return out, received.num_bytes(), seconds
+
+    def peak_mib(self, target: str) -> float | None:
+        """Peak memory of the decode that served ``target`` (after :meth:`for_target`)."""
+        return self.cache[self._key(target)[0]][2]
+
+
+def method_device(method: Method) -> str:
+    """The device a method computes on (what its peak memory is read from)."""
+    return str(getattr(method, "device", "cpu")) if method.uses_torch else "cpu"
 
 
 def measure_sample(
@@ -276,12 +292,14 @@ def measure_sample(
         task_here = [job for job in task_jobs if str(rate) in {str(r) for r in job.rates}]
         try:
             cached = cache.load(image_digest, rate) if cache is not None else None
+            encode_peak = Peak()
             if cached is not None:
                 written, encoding_time = cached  # the time of the encode that made it
             else:
-                start = time.perf_counter()
-                written = method.encode(image, rate)
-                encoding_time = time.perf_counter() - start
+                with peak_memory(method_device(method)) as encode_peak:
+                    start = time.perf_counter()
+                    written = method.encode(image, rate)
+                    encoding_time = time.perf_counter() - start
                 if cache is not None:
                     cache.save(image_digest, rate, written, encoding_time)
         except Exception as exc:  # noqa: BLE001 - a codec failing on one sample fails that sample
@@ -294,11 +312,12 @@ def measure_sample(
         decoder = TargetDecoder(method, written)
 
         if str(rate) in human_rates:
-            row = {**base, "encoding_time": encoding_time}
+            row = {**base, "encoding_time": encoding_time, "encode_peak_mib": encode_peak.mib}
             row["bytes_by_stream"] = {name: len(data) for name, data in written.streams.items()}
             row["bpp_total"] = VM.rate_columns(written.num_bytes(), image)["bpp"]  # every stream a deployment sends
             try:
                 reconstruction, row["bytes"], row["decoding_time"] = decoder.for_target(HUMAN)
+                row["decode_peak_mib"] = decoder.peak_mib(HUMAN)
                 row.update(VM.rate_columns(row["bytes"], image))  # clips: over frames x pixels, and kbps
                 if reconstruction.shape != image.shape or reconstruction.dtype != np.uint8:
                     raise ValueError(

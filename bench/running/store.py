@@ -33,7 +33,9 @@ from bench.running.keys import RowStamp
 AVERAGED = ("bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time")
 #: averaged too when the rows have them (video clips: rate per second, 4:2:0 PSNR; frames per clip; the bits of
 #: every stream written, which differ from ``bpp`` for methods whose human is sent only some streams)
-AVERAGED_IF_PRESENT = ("kbps", "psnr-yuv420", "frames", "bpp_total")
+AVERAGED_IF_PRESENT = ("kbps", "psnr-yuv420", "frames", "bpp_total", "encode_peak_mib", "decode_peak_mib")
+#: per-rate figures that are not means of rows (counted once: ``bench.running.profile``)
+PER_RATE = ("kmac_enc", "kmac_dec")
 #: how many samples stand behind each rate point, and why the others do not
 COUNTS = ("n", "n_failed", "n_undefined", "n_lossless")
 
@@ -242,6 +244,9 @@ def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict
     present = list(dict.fromkeys(col for col in (*AVERAGED, *AVERAGED_IF_PRESENT, *human) if col in table))
     results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in present}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
+    for col in PER_RATE:
+        if col in table:
+            results[col] = [None if v is None or v != v else float(v) for v in table[col]]
     for col in COUNTS:  # the samples behind each point
         if col in table:
             results[col] = [int(v) for v in table[col]]

@@ -92,6 +92,11 @@ class Task(abc.ABC):
     def versions(self) -> dict[str, str]:
         return {}
 
+    def torch_probe(self) -> Any:
+        """A callable (images -> predictions) that runs the network in torch, for counting its operations;
+        None when it does not run in torch (onnxruntime, TFLite, dlib, MediaPipe)."""
+        return self.predict if self.uses_torch else None
+
     def weight_files(self) -> dict[str, Path]:
         """The files the network's weights are read from, by role: their SHA-256 are part of a row's identity.
 

@@ -622,6 +622,10 @@ class OnnxDetector(CocoDetectionTask):
     def weight_files(self) -> dict[str, Path]:
         return {"network": self.model}
 
+    def torch_probe(self) -> Any:
+        """The ONNX graph run as torch (the same network, see :meth:`torch_predict`): its operations count."""
+        return self.torch_predict
+
 
 # --- torchvision detectors -----------------------------------------------------------------------
 
