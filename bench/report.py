@@ -1283,9 +1283,9 @@ def samples_markdown(a: DatasetAnalysis) -> str:
                 e.samples if e.samples is not None else "—",
                 counts_text(e.point_counts.get("n"), e.rate_labels),
                 "; ".join(f"{k[:-2]}: {counts_text(e.point_counts[k], e.rate_labels)}" for k in tasks) or "—",
-                (lossless + " [^lossless]") if lossless else "0",
-                sum(v or 0 for v in e.point_counts.get("n_undefined", [])) or 0,
-                sum(v or 0 for v in e.point_counts.get("n_failed", [])) or 0,
+                (lossless + " [^lossless]") if lossless else _total_count(e, "n_lossless"),
+                _total_count(e, "n_undefined"),
+                _total_count(e, "n_failed"),
             ]
         )
     if not rows:
@@ -1295,6 +1295,12 @@ def samples_markdown(a: DatasetAnalysis) -> str:
     if lossless_seen:
         text += f"\n\n[^lossless]: Lossless rows: {LOSSLESS_RULE}."
     return text
+
+
+def _total_count(e: Entry, key: str) -> str:
+    """A per-rate count summed over the points; ``—`` when the file does not record it."""
+    values = e.point_counts.get(key)
+    return "—" if not values else str(sum(v or 0 for v in values))
 
 
 def weight_files(e: Entry) -> list[dict[str, Any]]:
