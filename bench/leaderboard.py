@@ -10,13 +10,21 @@ Tracks. A dataset's tracks are its human metrics and each task's headline metric
 ``yolox-nano/mAP``, ``segmentation/mIoU``, ``frame-fidelity/top1``; every task metric when no headline is recorded);
 the other task metrics keep their BD figures in ``leaderboard.csv`` and in ``python -m bench report``. The anchor is
 the first of ``jpeg`` (images) and ``h264`` (video) present unless ``--anchor`` names one. Each dataset says how many
-images or clips stand behind its figures, flags a small sample (fewer than the dataset's full evaluation set), and each
-task track names its protocol: ground truth, or fidelity (agreement with the network on the uncompressed input).
+images or clips stand behind its figures and behind each rate point (``n``, ``<task>/n``), flags a small sample (fewer
+than the dataset's full evaluation set), counts lossless rows with the PSNR rule, and each task track names its
+protocol, said in the task's own words (``meta.tasks[t].protocol_note``, else its ``description``, else a generic
+sentence): ground truth, or fidelity (a reference made by the task itself from the uncompressed input).
+
+Only complete runs without failed rows are ranked; the others are listed with the reason and, with
+``--include-partial``, ranked and marked ``(partial)``. Figures between runs on other samples are over the samples
+both measured (:func:`bench.report.pairing`). The weights column names each learned method's distinct weight files
+(short SHA-256, published or locally trained with steps and device, the backbone a module was trained on).
 
 The joint human + machine view is the Pareto set over (human BD-rate, machine BD-rate), both lower-is-better, the
 anchor at (0, 0): PSNR (or the first human axis) against each task's headline metric (``meta.tasks[t].headline``;
 every task metric when no headline is recorded). With human metrics only it is the Pareto set
-over PSNR and MS-SSIM BD-rates.
+over PSNR and MS-SSIM BD-rates. When an MBID method is here (its human and task streams are separate, so ``bpp`` and
+``bpp@<task>`` each count one), the same view is repeated with both BD-rates on ``bpp_total``, every stream written.
 
 The HTML page is self-contained (inline CSS and JS, no network; the plots are PNG files beside it). Clicking a column
 header sorts its table; ``index.html?sort=KEY`` or ``?sort=KEY:desc`` applies the same click on load to every table
@@ -33,12 +41,16 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench.bdrate import DEFAULT_MIN_OVERLAP
 from bench.report import (
+    LOSSLESS_RULE,
+    SAME_SAMPLES_RULE,
+    TOTAL_BITS_NOTE,
+    BDCell,
     DatasetAnalysis,
     Entry,
     ResultsError,
@@ -47,16 +59,20 @@ from bench.report import (
     attach_references,
     axis_unit,
     cells_frame,
+    counts_text,
+    display_name,
     file_part,
     is_task_metric,
     load_references,
     load_roots,
+    lossless_text,
     md_table,
     metric_label,
     pick_anchor,
     short_commit,
     short_reason,
     versions_text,
+    weights_text,
     write_plots,
 )
 from bench.running.store import atomic_write_text
@@ -85,10 +101,9 @@ def committed_results() -> Path:
 FULL_SET_SIZES = {"kodak": 24, "coco": 5000, "cityscapes": 500, "ucf101": 3783}
 #: datasets not listed above: fewer samples than this is a small sample
 SMALL_SAMPLE = 100
-PROTOCOL_LABELS = {
-    "ground_truth": "ground-truth protocol",
-    "fidelity": "fidelity protocol (agreement with the network's output on the uncompressed input, not accuracy)",
-}
+PROTOCOL_LABELS = {"ground_truth": "ground-truth protocol", "fidelity": "fidelity protocol"}
+#: what a protocol's reference is, when the task's results say nothing more about it
+PROTOCOL_NOTES = {"fidelity": "agreement with the network's output on the uncompressed input, not accuracy"}
 
 
 def headline_metrics(a: DatasetAnalysis) -> set[str]:
@@ -109,24 +124,58 @@ def track_metrics(a: DatasetAnalysis) -> list[str]:
     return human + ([m for m in machine if m in headlines] or machine)
 
 
-def task_protocols(a: DatasetAnalysis) -> dict[str, str]:
-    """Task name -> the protocol(s) its results were measured under, as recorded (``meta.tasks[t].protocol``)."""
-    found: dict[str, set[str]] = {}
-    for e in a.entries:
+def _task_records(a: DatasetAnalysis) -> dict[str, list[dict[str, Any]]]:
+    found: dict[str, list[dict[str, Any]]] = {}
+    for e in (*a.entries, *a.excluded):
         for name, t in (e.meta.get("tasks") or {}).items():
             if isinstance(t, dict) and t.get("protocol"):
-                found.setdefault(str(name), set()).add(str(t["protocol"]))
-    return {name: " / ".join(PROTOCOL_LABELS.get(p, p) for p in sorted(ps)) for name, ps in sorted(found.items())}
+                found.setdefault(str(name), []).append(t)
+    return dict(sorted(found.items()))
+
+
+def protocol_note(task: dict[str, Any], name: str = "") -> str | None:
+    """What the task's reference is, in its own words: ``meta.tasks[t].protocol_note``, else (for any protocol but
+    ground truth, which says it all) its ``description`` (less a leading ``<name>:``), else the generic sentence of
+    its protocol. One sentence per protocol would be wrong for some tasks: ``matching`` is recorded as fidelity but
+    retrieves each query's uncompressed image among distractors."""
+    if task.get("protocol_note"):
+        return str(task["protocol_note"])
+    protocol = str(task.get("protocol"))
+    description = str(task.get("description") or "")
+    if description.startswith(f"{name}: "):
+        description = description[len(name) + 2 :]
+    if protocol != "ground_truth" and description:
+        return description
+    return PROTOCOL_NOTES.get(protocol)
+
+
+def task_protocols(a: DatasetAnalysis, *, notes: bool = True) -> dict[str, str]:
+    """Task name -> the protocol(s) its results were measured under (``meta.tasks[t].protocol``), with what the
+    reference is (:func:`protocol_note`) unless ``notes`` is false."""
+    out = {}
+    for name, records in _task_records(a).items():
+        texts = []
+        for t in records:
+            label = PROTOCOL_LABELS.get(str(t["protocol"]), str(t["protocol"]))
+            note = protocol_note(t, name) if notes else None
+            text = f"{label} — {note}" if note else label
+            if text not in texts:
+                texts.append(text)
+        out[name] = " / ".join(texts)
+    return out
 
 
 def sample_label(a: DatasetAnalysis) -> str:
     """How many images or clips stand behind the figures, with a caveat when that is a small sample."""
     own = [e for e in a.entries if not e.reference]
-    counts = sorted({int(e.meta["samples"]) for e in own if isinstance(e.meta.get("samples"), int)})
+    counts = sorted({e.samples for e in own if e.samples is not None})
     if not counts:
         return "sample count not recorded"
     unit = "clips" if any(e.media == "video" for e in own) else "images"
     text = f"{counts[0]} {unit}" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} {unit} (methods differ)"
+    partial = [f"{e.name} {e.measured_samples()} of them" for e in own if not e.rankable and e.measured_samples()]
+    if partial:
+        text += f" (partial: {', '.join(partial)})"
     full = FULL_SET_SIZES.get(a.dataset)
     if full is not None and counts[-1] < full:
         return f"{text} (full evaluation set: {full}): a small sample, figures are indicative"
@@ -135,20 +184,51 @@ def sample_label(a: DatasetAnalysis) -> str:
     return text
 
 
+def points_label(a: DatasetAnalysis) -> str:
+    """The samples behind each rate point: ``n = 24 at every point``, or per method when they differ."""
+    own = [e for e in a.entries if not e.reference]
+    keys = ["n"] + sorted({k for e in own for k in e.point_counts if k.endswith("/n")})
+    parts = []
+    for key in keys:
+        texts = {e.name: counts_text(e.point_counts.get(key), e.rate_labels) for e in own}
+        if key != "n":
+            texts = {n: t for n, t in texts.items() if t != "not recorded"}
+        if not texts:
+            continue
+        if len(set(texts.values())) == 1:
+            only = next(iter(texts.values()))
+            parts.append(f"{key} not recorded (older results)" if only == "not recorded" else f"{key} = {only}")
+        else:
+            parts.append(f"{key}: " + ", ".join(f"{name} {text}" for name, text in texts.items()))
+    return "; ".join(parts)
+
+
+def lossless_label(a: DatasetAnalysis) -> str | None:
+    """Lossless rows per method, with the rule that keeps them out of the PSNR mean; None when there are none."""
+    hits = [f"{e.name} {lossless_text(e)}" for e in a.entries if lossless_text(e)]
+    return f"lossless rows: {'; '.join(hits)} ({LOSSLESS_RULE})" if hits else None
+
+
 def track_label(a: DatasetAnalysis, metric: str) -> str:
     """A track's heading: the metric and, for a task metric, the protocol it was measured under."""
     label = metric_label(metric)
     if not is_task_metric(metric):
         return label
-    protocol = task_protocols(a).get(metric.split("/", 1)[0])
+    protocol = task_protocols(a, notes=False).get(metric.split("/", 1)[0])
     return f"{label}, {protocol}" if protocol else label
 
 
 def dataset_caption(a: DatasetAnalysis) -> str:
-    """One line under a dataset's heading: samples, and each task with its protocol."""
-    parts = [sample_label(a)]
+    """One line under a dataset's heading: samples, samples per point, each task with its protocol, lossless rows."""
+    parts = [sample_label(a), points_label(a)]
     parts += [f"task {name}: {protocol}" for name, protocol in task_protocols(a).items()]
-    return "; ".join(parts)
+    parts += [lossless_label(a) or ""]
+    return "; ".join(p for p in parts if p)
+
+
+def not_ranked(a: DatasetAnalysis) -> list[str]:
+    """``webp (partial: shard 0/12, 2 of 24 samples)`` for each entry left out of the ranking."""
+    return [f"{e.name} ({e.not_ranked_reason()})" for e in a.excluded]
 
 
 def other_task_metrics(a: DatasetAnalysis) -> list[str]:
@@ -171,10 +251,26 @@ class Row:
     bd_metric: float | None
     error: str | None
     anchor: bool = False
+    #: left out of the comparison (partial, failures): ``error`` is the reason
+    excluded: bool = False
+    #: the BD cell behind the row (its sample basis), None for the anchor and excluded entries
+    cell: BDCell | None = None
+
+    def bd_text(self) -> str:
+        """The BD-rate as a cell shows it, with its sample basis or the reason there is none."""
+        if self.excluded:
+            return f"not ranked: {self.error}"
+        if self.error:
+            return f"n/a: {short_reason(self.error)}"
+        if self.anchor:
+            return "0 (anchor)"
+        basis = self.cell.basis() if self.cell is not None else None
+        return f"{self.bd_rate:+.2f}" + (f" ({basis})" if basis else "")
 
 
 def ranking(a: DatasetAnalysis, metric: str) -> list[Row]:
-    """Methods on ``metric`` by BD-rate against the anchor (the anchor at 0); figures that failed come last."""
+    """Methods on ``metric`` by BD-rate against the anchor (the anchor at 0); figures that failed come last, then
+    the entries left out of the comparison (partial, failures) with the reason."""
     rows = []
     for e in a.entries:
         if metric not in e.curves and metric not in e.curve_errors:
@@ -186,11 +282,12 @@ def ranking(a: DatasetAnalysis, metric: str) -> list[Row]:
         rate, met = a.cell(e.name, metric, "bd-rate"), a.cell(e.name, metric, "bd-metric")
         if rate is None:
             continue
-        rows.append(Row(None, e, rate.value, met.value if met else None, rate.error))
+        rows.append(Row(None, e, rate.value, met.value if met else None, rate.error, cell=rate))
     ok = sorted((r for r in rows if r.bd_rate is not None), key=lambda r: (r.bd_rate, r.entry.name))
     for i, r in enumerate(ok, 1):
         r.rank = i
-    return ok + sorted((r for r in rows if r.bd_rate is None), key=lambda r: r.entry.name)
+    left_out = [Row(None, e, None, None, e.not_ranked_reason(), excluded=True) for e in a.excluded if e.has(metric)]
+    return ok + sorted((r for r in rows if r.bd_rate is None), key=lambda r: r.entry.name) + left_out
 
 
 @dataclass
@@ -200,6 +297,8 @@ class JointPoint:
     y: float | None
     error: str | None
     pareto: bool = False
+    #: the samples both BD figures stand on, when recomputed over shared samples
+    basis: str | None = None
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
@@ -215,12 +314,7 @@ def joint_axes(a: DatasetAnalysis) -> list[tuple[str, str]]:
     """(x, y) metric pairs of the joint view: human vs each task metric, else PSNR vs MS-SSIM."""
     human = [m for m in a.metrics if not is_task_metric(m)]
     machine = [m for m in a.metrics if is_task_metric(m)]
-    headlines = {
-        t.get("headline")
-        for e in a.entries
-        for t in (e.meta.get("tasks") or {}).values()
-        if isinstance(t, dict) and t.get("headline")
-    }
+    headlines = headline_metrics(a)
     machine = [m for m in machine if m in headlines] or machine
     if human and machine:
         return [(human[0], m) for m in machine]
@@ -229,31 +323,48 @@ def joint_axes(a: DatasetAnalysis) -> list[tuple[str, str]]:
     return []
 
 
-def joint_view(a: DatasetAnalysis, x_metric: str, y_metric: str) -> list[JointPoint]:
-    """BD-rates of every method on both axes and whether it is on the Pareto front."""
+def total_joint_axes(a: DatasetAnalysis) -> list[tuple[str, str]]:
+    """The joint view's axes again on total bits (``bpp_total``), when some method's streams are separate (MBID)."""
+    return joint_axes(a) if a.has_total_view and a.anchor is not None else []
+
+
+def joint_view(a: DatasetAnalysis, x_metric: str, y_metric: str, *, total: bool = False) -> list[JointPoint]:
+    """BD-rates of every method on both axes and whether it is on the Pareto front.
+
+    ``total``: both BD-rates on ``bpp_total``, every stream a deployment sends, rather than each target's own bits.
+    """
     pts = []
     for e in a.entries:
         if not (e.has(x_metric) and e.has(y_metric)):
             continue
         if e is a.anchor:
-            pts.append(JointPoint(e, 0.0, 0.0, None))
+            broken = total and (e.total_error or not {x_metric, y_metric} <= set(e.total_curves))
+            pts.append(JointPoint(e, None, None, "no total-bits curve") if broken else JointPoint(e, 0.0, 0.0, None))
             continue
-        cx, cy = a.cell(e.name, x_metric), a.cell(e.name, y_metric)
+        cx, cy = a.cell(e.name, x_metric, total=total), a.cell(e.name, y_metric, total=total)
         errors = [f"{m}: {c.error}" for m, c in ((x_metric, cx), (y_metric, cy)) if c is not None and c.error]
         if cx is None or cy is None:
             errors.append("no BD figure")
         if errors:
             pts.append(JointPoint(e, None, None, "; ".join(errors)))
         else:
-            pts.append(JointPoint(e, cx.value, cy.value, None))
+            bases = list(dict.fromkeys(b for b in (cx.basis(), cy.basis()) if b))
+            pts.append(JointPoint(e, cx.value, cy.value, None, basis="; ".join(bases) or None))
     ok = [p for p in pts if p.error is None]
     for p, flag in zip(ok, pareto_front([(p.x, p.y) for p in ok])):
         p.pareto = flag
-    return sorted(ok, key=lambda p: (not p.pareto, p.x + p.y)) + [p for p in pts if p.error is not None]
+    left_out = [
+        JointPoint(e, None, None, f"not ranked: {e.not_ranked_reason()}")
+        for e in a.excluded
+        if e.has(x_metric) and e.has(y_metric)
+    ]
+    return sorted(ok, key=lambda p: (not p.pareto, p.x + p.y)) + [p for p in pts if p.error is not None] + left_out
 
 
-def plot_joint(points: Sequence[JointPoint], x_metric: str, y_metric: str, title: str, path: Path) -> Path:
-    """Scatter of the two BD-rates with the Pareto front as a staircase."""
+def plot_joint(
+    points: Sequence[JointPoint], x_metric: str, y_metric: str, title: str, path: Path, *, total: bool = False
+) -> Path:
+    """Scatter of the two BD-rates with the Pareto front as a staircase (``total``: both on ``bpp_total``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -263,7 +374,8 @@ def plot_joint(points: Sequence[JointPoint], x_metric: str, y_metric: str, title
     ok = [p for p in points if p.error is None]
     for p in ok:
         ax.scatter(p.x, p.y, s=40 if p.pareto else 20, marker="o" if p.pareto else "x", zorder=3)
-        ax.annotate(p.entry.name, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        label = p.entry.name + ("" if p.entry.rankable else " (partial)")
+        ax.annotate(label, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     front = sorted((p.x, p.y) for p in ok if p.pareto)
     if len(front) > 1:
         xs, ys = zip(*front)
@@ -271,8 +383,9 @@ def plot_joint(points: Sequence[JointPoint], x_metric: str, y_metric: str, title
         ax.legend(fontsize=7)
     ax.axhline(0, color="lightgray", linewidth=0.8)
     ax.axvline(0, color="lightgray", linewidth=0.8)
-    ax.set_xlabel(f"BD-rate {metric_label(x_metric)} [%]")
-    ax.set_ylabel(f"BD-rate {metric_label(y_metric)} [%]")
+    on = " on total bits" if total else ""
+    ax.set_xlabel(f"BD-rate {metric_label(x_metric)}{on} [%]")
+    ax.set_ylabel(f"BD-rate {metric_label(y_metric)}{on} [%]")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
@@ -296,7 +409,8 @@ th{background:#f6f8fa;white-space:nowrap}th[data-key]{cursor:pointer;user-select
 th[data-key]:hover{background:#eaeef2}th[aria-sort=ascending]::after{content:" \\25B2"}
 th[aria-sort=descending]::after{content:" \\25BC"}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.anchor td{background:#fff8c5}tr.ref td{color:#57606a;font-style:italic}td.fail{color:#9a6700}
-tr.pareto td{background:#dafbe1}figure{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0}
+tr.pareto td{background:#dafbe1}tr.partial td{font-style:italic}tr.excluded td{color:#57606a}
+td.weights{font-size:.75rem;max-width:22rem}figure{display:flex;flex-wrap:wrap;gap:.8rem;margin:.6rem 0}
 figure a{flex:1 1 560px;max-width:640px}figure img{width:100%;height:auto;border:1px solid #d0d7de}
 nav a{margin-right:1rem}
 code{background:#f6f8fa;padding:0 .2rem}
@@ -403,8 +517,31 @@ def _versions(e: Entry) -> tuple[str, str]:
 
 def _plot_links(a: DatasetAnalysis, metric: str, out: Path) -> list[tuple[str, str]]:
     plots = a.plots.get(metric, {})
-    names = {"rd": "RD curves", "relative": f"difference to {a.anchor.name if a.anchor else 'anchor'}"}
+    names = {
+        "rd": "RD curves",
+        "relative": f"difference to {a.anchor.name if a.anchor else 'anchor'}",
+        "total": "RD curves on total bits",
+    }
     return [(names.get(k, k), Path(os.path.relpath(p, out)).as_posix()) for k, p in plots.items()]
+
+
+def n_text(e: Entry, metric: str) -> tuple[str, str]:
+    """The samples behind each point of ``metric`` (``<task>/n`` for a task metric): short text and the full list."""
+    key = f"{metric.split('/', 1)[0]}/n" if is_task_metric(metric) else "n"
+    values = e.point_counts.get(key)
+    if not values:
+        return "—", "not recorded"
+    known = [v for v in values if v is not None]
+    if not known:
+        return "?", counts_text(values, e.rate_labels)
+    low, high = min(known), max(known)
+    return (str(low) if low == high else f"{low}–{high}"), counts_text(values, e.rate_labels)
+
+
+def _row_class(r: Row, a: DatasetAnalysis) -> str:
+    classes = ["anchor" if r.anchor else ("ref" if r.entry.reference else "")]
+    classes.append("excluded" if r.excluded else ("partial" if not r.entry.rankable else ""))
+    return " ".join(c for c in classes if c)
 
 
 def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
@@ -418,8 +555,10 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
             _th("BD-rate [%]", "bd-rate", True),
             _th(f"BD-{metric_label(metric)} [{unit}]", "bd-metric", True),
             _th("points", "points", True),
+            _th("n", "n", True),
             _th("bpp range", "bpp-range"),
             _th("bpp source", "bpp-source"),
+            _th("weights", "weights"),
             _th("commit", "commit"),
             _th("config hash", "config-hash"),
             _th("versions", "versions"),
@@ -429,30 +568,36 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
     for r in ranking(a, metric):
         e = r.entry
         p = e.provenance()
-        cls = "anchor" if r.anchor else ("ref" if e.reference else "")
         short, full = _versions(e)
         curve = e.curves.get(metric)
-        if r.error:
+        if r.excluded:
+            rate_td = _td(_e(r.bd_text()), "", "num fail", r.error or "")
+        elif r.error:
             rate_td = _td(f"n/a: {_e(short_reason(r.error))}", "", "num fail", r.error)
         elif r.anchor:
             rate_td = _td("0 (anchor)", 0.0, "num")
         else:
-            rate_td = _td(_e(f"{r.bd_rate:+.2f}"), r.bd_rate, "num")
+            basis = r.cell.basis() if r.cell is not None else None
+            rate_td = _td(_e(r.bd_text()), r.bd_rate, "num", basis or "")
+        n_short, n_full = n_text(e, metric)
+        weights = weights_text(e)
         cells = [
             _td(str(r.rank) if r.rank else "—", r.rank if r.rank else "", "num"),
-            _td(_e(e.name), e.name, "", e.description),
+            _td(_e(display_name(e)), e.name, "", e.description),
             _td(_e(e.family or "—")),
             _td("reference" if e.reference else "ours"),
             rate_td,
             _td(_e(_num(r.bd_metric)), _num(r.bd_metric, 6), "num"),
             _td(str(len(curve)) if curve is not None else "", len(curve) if curve is not None else "", "num"),
+            _td(_e(n_short), n_short if n_short[:1].isdigit() else "", "num", n_full),
             _td(_e(_bpp_range(e, metric))),
             _td(_e(e.bpp_source or "—")),
+            _td(_e(weights), weights, "weights"),
             _td(f"<code>{_e(short_commit(p))}</code>", short_commit(p), "", p["commit"] or ""),
             _td(f"<code>{_e(p['config_hash'] or '—')}</code>", p["config_hash"] or ""),
             _td(_e(short), short, "", full),
         ]
-        body.append(f'<tr class="{cls}" data-method="{_e(e.name)}">{"".join(cells)}</tr>')
+        body.append(f'<tr class="{_row_class(r, a)}" data-method="{_e(e.name)}">{"".join(cells)}</tr>')
     table_id = _slug("t", a.dataset, metric)
     figures = "".join(
         f'<a href="{_e(href)}"><img src="{_e(href)}" alt="{_e(a.dataset)} {_e(metric)}: {_e(name)}"></a>'
@@ -465,41 +610,61 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
     )
 
 
-def html_joint(a: DatasetAnalysis, x_metric: str, y_metric: str, plot: Path | None, out: Path) -> str:
+def _joint_title(x_metric: str, y_metric: str, total: bool) -> str:
+    kind = "human + machine" if is_task_metric(y_metric) else "human only: PSNR and MS-SSIM"
+    on = ", on total bits (every stream written)" if total else ""
+    return f"Joint view ({kind}{on}): {metric_label(x_metric)} × {metric_label(y_metric)}"
+
+
+def _joint_text(total: bool) -> str:
+    text = "Pareto set over the two BD-rates (lower is better on both), anchor at (0, 0)."
+    return f"{text} Both BD-rates on bpp_total. {TOTAL_BITS_NOTE}" if total else text
+
+
+def html_joint(
+    a: DatasetAnalysis, x_metric: str, y_metric: str, plot: Path | None, out: Path, *, total: bool = False
+) -> str:
+    on = " on total bits" if total else ""
     head = "".join(
         [
             _th("method", "method"),
             _th("family", "family"),
-            _th(f"BD-rate {metric_label(x_metric)} [%]", "bd-x", True),
-            _th(f"BD-rate {metric_label(y_metric)} [%]", "bd-y", True),
+            _th(f"BD-rate {metric_label(x_metric)}{on} [%]", "bd-x", True),
+            _th(f"BD-rate {metric_label(y_metric)}{on} [%]", "bd-y", True),
             _th("Pareto", "pareto"),
+            _th("samples", "samples"),
         ]
     )
     rows = []
-    for p in joint_view(a, x_metric, y_metric):
+    for p in joint_view(a, x_metric, y_metric, total=total):
         cls = "pareto" if p.pareto else ("anchor" if p.entry is a.anchor else "")
+        cls += "" if p.entry.rankable else (" excluded" if p.entry in a.excluded else " partial")
+        name = _td(_e(display_name(p.entry)), p.entry.name)
         if p.error:
-            cells = [_td(_e(p.entry.name)), _td(_e(p.entry.family or "—"))]
-            cells += [_td("n/a", "", "num fail", p.error), _td("n/a", "", "num fail", p.error), _td("—", "z")]
+            cells = [name, _td(_e(p.entry.family or "—"))]
+            shown = "not ranked" if p.entry in a.excluded else "n/a"
+            cells += [_td(shown, "", "num fail", p.error), _td(shown, "", "num fail", p.error), _td("—", "z")]
+            cells.append(_td(_e(p.error if p.entry in a.excluded else ""), ""))
         else:
             cells = [
-                _td(_e(p.entry.name)),
+                name,
                 _td(_e(p.entry.family or "—")),
                 _td(_e(f"{p.x:+.2f}"), p.x, "num"),
                 _td(_e(f"{p.y:+.2f}"), p.y, "num"),
                 _td("yes" if p.pareto else "no", "a" if p.pareto else "b"),
+                _td(_e(p.basis or "own curves")),
             ]
-        rows.append(f'<tr class="{cls}" data-method="{_e(p.entry.name)}">{"".join(cells)}</tr>')
+        rows.append(f'<tr class="{cls.strip()}" data-method="{_e(p.entry.name)}">{"".join(cells)}</tr>')
     fig = ""
     if plot is not None:
         href = Path(os.path.relpath(plot, out)).as_posix()
         fig = f'<figure><a href="{_e(href)}"><img src="{_e(href)}" alt="joint view {_e(a.dataset)}"></a></figure>'
-    kind = "human + machine" if is_task_metric(y_metric) else "human only: PSNR and MS-SSIM"
+    prefix = "jt" if total else "j"
     return (
-        f'<section id="{_slug(a.dataset, "joint", x_metric, y_metric)}">'
-        f"<h3>Joint view ({_e(kind)}): {_e(metric_label(x_metric))} × {_e(metric_label(y_metric))}</h3>"
-        f'<p class="meta">Pareto set over the two BD-rates (lower is better on both), anchor at (0, 0).</p>'
-        f'<table class="sortable joint" id="{_slug("j", a.dataset, x_metric, y_metric)}">'
+        f'<section id="{_slug(a.dataset, "joint-total" if total else "joint", x_metric, y_metric)}">'
+        f"<h3>{_e(_joint_title(x_metric, y_metric, total))}</h3>"
+        f'<p class="meta">{_e(_joint_text(total))}</p>'
+        f'<table class="sortable joint" id="{_slug(prefix, a.dataset, x_metric, y_metric)}">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{fig}</section>"
     )
 
@@ -513,6 +678,8 @@ class Board:
     csv: Path
     analyses: list[DatasetAnalysis]
     joint_plots: dict[tuple[str, str, str], Path]
+    #: the joint views on total bits (``bpp_total``), for datasets with an MBID method
+    total_joint_plots: dict[tuple[str, str, str], Path] = field(default_factory=dict)
 
 
 def render_html(
@@ -523,6 +690,7 @@ def render_html(
     sources: Sequence[str],
     settings: str,
     generated: str,
+    total_plots: dict[tuple[str, str, str], Path] | None = None,
 ) -> str:
     nav = "".join(f'<a href="#{_slug(a.dataset)}">{_e(a.dataset)}</a>' for a in analyses)
     parts = [
@@ -537,6 +705,8 @@ def render_html(
     for a in analyses:
         parts.append(f'<section id="{_slug(a.dataset)}"><h2>{_e(a.dataset)}</h2>')
         parts.append(f'<p class="meta samples">{_e(dataset_caption(a))}.</p>')
+        if a.excluded:
+            parts.append(f'<p class="meta excluded">Not ranked: {_e("; ".join(not_ranked(a)))}.</p>')
         if a.anchor is None:
             parts.append(f"<p>No ranking: {_e(a.anchor_note)}.</p></section>")
             continue
@@ -554,6 +724,9 @@ def render_html(
             )
         for x_metric, y_metric in joint_axes(a):
             parts.append(html_joint(a, x_metric, y_metric, joint_plots.get((a.dataset, x_metric, y_metric)), out))
+        for x_metric, y_metric in total_joint_axes(a):
+            plot = (total_plots or {}).get((a.dataset, x_metric, y_metric))
+            parts.append(html_joint(a, x_metric, y_metric, plot, out, total=True))
         if a.notes:
             parts.append("<details><summary>Notes</summary><ul>")
             parts += [f"<li>{_e(n)}</li>" for n in a.notes]
@@ -561,6 +734,30 @@ def render_html(
         parts.append("</section>")
     parts.append(f"<script>{JS}</script></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _markdown_joint(
+    a: DatasetAnalysis, x_metric: str, y_metric: str, plot: Path | None, out: Path, *, total: bool
+) -> list[str]:
+    on = " on total bits" if total else ""
+    rows = [
+        [
+            display_name(p.entry),
+            p.entry.family or "—",
+            "n/a" if p.error else f"{p.x:+.2f}",
+            "n/a" if p.error else f"{p.y:+.2f}",
+            "—" if p.error else ("yes" if p.pareto else "no"),
+            (p.error if p.entry in a.excluded else "") if p.error else (p.basis or "own curves"),
+        ]
+        for p in joint_view(a, x_metric, y_metric, total=total)
+    ]
+    header = ["method", "family", f"BD-rate {metric_label(x_metric)}{on} [%]"]
+    header += [f"BD-rate {metric_label(y_metric)}{on} [%]", "Pareto", "samples"]
+    title = f"Joint view{on}: {metric_label(x_metric)} × {metric_label(y_metric)}"
+    lines = ["", f"### {title}", ""] + ([TOTAL_BITS_NOTE, ""] if total else []) + [md_table(header, rows)]
+    if plot is not None:
+        lines += ["", f"[joint plot{on}]({Path(os.path.relpath(plot, out)).as_posix()})"]
+    return lines
 
 
 def render_markdown(
@@ -571,6 +768,7 @@ def render_markdown(
     sources: Sequence[str],
     settings: str,
     generated: str,
+    total_plots: dict[tuple[str, str, str], Path] | None = None,
 ) -> str:
     lines = [
         "# hmc-bench leaderboard",
@@ -579,6 +777,8 @@ def render_markdown(
     ]
     for a in analyses:
         lines += ["", f"## {a.dataset}", "", f"{dataset_caption(a)}.", ""]
+        if a.excluded:
+            lines += [f"Not ranked: {'; '.join(not_ranked(a))}.", ""]
         if a.anchor is None:
             lines.append(f"No ranking: {a.anchor_note}.")
             continue
@@ -587,25 +787,23 @@ def render_markdown(
             rows = []
             for r in ranking(a, metric):
                 e, p = r.entry, r.entry.provenance()
-                if r.error:
-                    bd = f"n/a: {short_reason(r.error)}"
-                else:
-                    bd = "0 (anchor)" if r.anchor else f"{r.bd_rate:+.2f}"
                 rows.append(
                     [
                         r.rank or "—",
-                        e.name + (" (ref)" if e.reference else ""),
+                        display_name(e),
                         e.family or "—",
-                        bd,
+                        r.bd_text(),
                         _num(r.bd_metric) or "—",
+                        n_text(e, metric)[0],
                         e.bpp_source or "—",
+                        weights_text(e),
                         short_commit(p),
                         p["config_hash"] or "—",
                         _versions(e)[0],
                     ]
                 )
             header = ["#", "method", "family", "BD-rate [%]", f"BD-{metric_label(metric)} [{axis_unit(metric)}]"]
-            header += ["bpp source", "commit", "config hash", "versions"]
+            header += ["n", "bpp source", "weights", "commit", "config hash", "versions"]
             lines += ["", f"### {track_label(a, metric)}", "", md_table(header, rows)]
             links = _plot_links(a, metric, out)
             if links:
@@ -614,24 +812,13 @@ def render_markdown(
         if others:
             lines += ["", f"Other task metrics ({', '.join(others)}): BD figures in leaderboard.csv."]
         for x_metric, y_metric in joint_axes(a):
-            pts = joint_view(a, x_metric, y_metric)
-            rows = [
-                [
-                    p.entry.name,
-                    p.entry.family or "—",
-                    "n/a" if p.error else f"{p.x:+.2f}",
-                    "n/a" if p.error else f"{p.y:+.2f}",
-                    "—" if p.error else ("yes" if p.pareto else "no"),
-                ]
-                for p in pts
-            ]
-            header = ["method", "family", f"BD-rate {metric_label(x_metric)} [%]"]
-            header += [f"BD-rate {metric_label(y_metric)} [%]", "Pareto"]
-            lines += ["", f"### Joint view: {metric_label(x_metric)} × {metric_label(y_metric)}", ""]
-            lines.append(md_table(header, rows))
             plot = joint_plots.get((a.dataset, x_metric, y_metric))
-            if plot is not None:
-                lines += ["", f"[joint plot]({Path(os.path.relpath(plot, out)).as_posix()})"]
+            lines += _markdown_joint(a, x_metric, y_metric, plot, out, total=False)
+        for x_metric, y_metric in total_joint_axes(a):
+            plot = (total_plots or {}).get((a.dataset, x_metric, y_metric))
+            lines += _markdown_joint(a, x_metric, y_metric, plot, out, total=True)
+        if a.notes:
+            lines += ["", "Notes:", ""] + [f"- {n}" for n in a.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -643,29 +830,46 @@ def build(
     monotone: str = "refuse",
     min_overlap: float = DEFAULT_MIN_OVERLAP,
     sources: Sequence[str] = (),
+    include_partial: bool = False,
 ) -> Board:
-    """Analyse, plot and write ``index.html``, ``leaderboard.md`` and ``leaderboard.csv`` into ``out``."""
-    analyses = analyse(by_dataset, anchor=anchor, monotone=monotone, min_overlap=min_overlap)
+    """Analyse, plot and write ``index.html``, ``leaderboard.md`` and ``leaderboard.csv`` into ``out``.
+
+    Only complete runs without failures are ranked unless ``include_partial`` (then the others are ranked too,
+    marked partial); see :func:`bench.report.analyse`.
+    """
+    analyses = analyse(
+        by_dataset, anchor=anchor, monotone=monotone, min_overlap=min_overlap, include_partial=include_partial
+    )
     joint_plots: dict[tuple[str, str, str], Path] = {}
+    total_plots: dict[tuple[str, str, str], Path] = {}
     for a in analyses:
         folder = out / "plots" / a.dataset
         write_plots(replace(a, metrics=track_metrics(a)), folder)  # fills a.plots (the same dict)
         if a.anchor is None:
             continue
-        for x_metric, y_metric in joint_axes(a):
-            pts = joint_view(a, x_metric, y_metric)
-            if any(p.error is None for p in pts):
-                path = folder / f"joint-{file_part(x_metric)}-{file_part(y_metric)}.png"
-                title = f"{a.dataset}: BD-rates vs {a.anchor.name}"
-                joint_plots[(a.dataset, x_metric, y_metric)] = plot_joint(pts, x_metric, y_metric, title, path)
+        for total, axes, plots in ((False, joint_axes(a), joint_plots), (True, total_joint_axes(a), total_plots)):
+            for x_metric, y_metric in axes:
+                pts = joint_view(a, x_metric, y_metric, total=total)
+                if any(p.error is None for p in pts):
+                    kind = "joint-total" if total else "joint"
+                    path = folder / f"{kind}-{file_part(x_metric)}-{file_part(y_metric)}.png"
+                    title = f"{a.dataset}: BD-rates{' on total bits' if total else ''} vs {a.anchor.name}"
+                    plot = plot_joint(pts, x_metric, y_metric, title, path, total=total)
+                    plots[(a.dataset, x_metric, y_metric)] = plot
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    settings = f"BD-rate pairwise against the anchor (PCHIP), monotone={monotone}, min overlap {min_overlap:.0%}."
-    kw = {"sources": sources, "settings": settings, "generated": generated}
+    settings = f"BD-rate pairwise against the anchor (PCHIP), monotone={monotone}, min overlap {min_overlap:.0%}. "
+    if include_partial:
+        ranked = "Partial runs and runs with failed rows are ranked too (--include-partial), marked (partial)."
+    else:
+        ranked = "Only complete runs without failed rows are ranked; the others are listed with the reason."
+    settings += f"{SAME_SAMPLES_RULE} {ranked}"
+    kw = {"sources": sources, "settings": settings, "generated": generated, "total_plots": total_plots}
     html_path, md_path, csv_path = out / "index.html", out / "leaderboard.md", out / "leaderboard.csv"
     atomic_write_text(html_path, render_html(analyses, out, joint_plots, **kw))
     atomic_write_text(md_path, render_markdown(analyses, out, joint_plots, **kw))
-    atomic_write_text(csv_path, cells_frame(c for a in analyses for c in a.cells).to_csv(index=False))
-    return Board(html_path, md_path, csv_path, list(analyses), joint_plots)
+    cells = cells_frame(c for a in analyses for c in (*a.cells, *a.total_cells))
+    atomic_write_text(csv_path, cells.to_csv(index=False))
+    return Board(html_path, md_path, csv_path, list(analyses), joint_plots, total_plots)
 
 
 def load_with_overrides(roots: Sequence[Path]) -> tuple[dict[str, list[Entry]], list[str]]:
@@ -680,6 +884,20 @@ def load_with_overrides(roots: Sequence[Path]) -> tuple[dict[str, list[Entry]], 
                     notes.append(f"{dataset}/{e.name}: {e.path} replaces {slot[e.name].path}")
                 slot[e.name] = e
     return {ds: list(v.values()) for ds, v in sorted(merged.items())}, notes
+
+
+def ranking_line(rows: Sequence[Row]) -> str:
+    """``1. jpeg (+0.00%), 2. webp [partial] (-34.90%, over the 2 samples both measured); not ranked: ...``."""
+
+    def ranked(r: Row) -> str:
+        basis = r.cell.basis() if r.cell is not None else None
+        return f"{r.rank}. {r.entry.name}{'' if r.entry.rankable else ' [partial]'} ({r.bd_rate:+.2f}%" + (
+            f", {basis})" if basis else ")"
+        )
+
+    text = ", ".join(ranked(r) for r in rows if r.rank)
+    failed = "; ".join(f"{r.entry.name} ({r.error if r.excluded else short_reason(r.error)})" for r in rows if r.error)
+    return (text or "no BD-rate figures") + (f"; not ranked: {failed}" if failed else "")
 
 
 def main(argv: list[str]) -> int:
@@ -721,15 +939,16 @@ def main(argv: list[str]) -> int:
         monotone=args.monotone,
         min_overlap=args.min_overlap,
         sources=[str(r) for r in roots],
+        include_partial=args.include_partial,
     )
     for a in board.analyses:
         anchor = f"anchor {a.anchor.name}" if a.anchor else f"no ranking ({a.anchor_note})"
         print(f"{a.dataset}: {anchor}; {dataset_caption(a)}")
         for metric in track_metrics(a):
-            rows = ranking(a, metric)
-            text = ", ".join(f"{r.rank}. {r.entry.name} ({r.bd_rate:+.2f}%)" for r in rows if r.rank)
-            failed = "; ".join(f"{r.entry.name} ({short_reason(r.error)})" for r in rows if r.error)
-            tail = f"; not ranked: {failed}" if failed else ""
-            print(f"{a.dataset} {metric}: {text or 'no BD-rate figures'}{tail}")
+            print(f"{a.dataset} {metric}: {ranking_line(ranking(a, metric))}")
+        for x_metric, y_metric in total_joint_axes(a):
+            pts = [p for p in joint_view(a, x_metric, y_metric, total=True) if p.error is None]
+            shown = ", ".join(f"{p.entry.name} ({p.x:+.2f}%, {p.y:+.2f}%{', Pareto' if p.pareto else ''})" for p in pts)
+            print(f"{a.dataset} joint on total bits ({x_metric}, {y_metric}): {shown or 'no BD-rate figures'}")
     print(f"leaderboard: {board.html} and {board.markdown}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import results_builder as RB
 
 from bench import leaderboard as L
 from bench import report as R
@@ -126,7 +128,8 @@ def test_ranking_is_bd_rate_against_the_anchor(board):
 def test_joint_views_are_pareto_sets(board):
     root, _, _ = board
     coco, toy = R.analyse(R.load_roots([root]))
-    assert coco.metrics == ["psnr-rgb", "detection/mAP", "detection/mAP50"] and not coco.notes  # detection/n: no axis
+    assert coco.metrics == ["psnr-rgb", "detection/mAP", "detection/mAP50"]
+    assert not [n for n in coco.notes if "quality axes" in n]  # detection/n: no axis
     assert L.joint_axes(coco) == [("psnr-rgb", "detection/mAP")]  # human + the task's headline metric
     flags = {p.entry.name: p.pareto for p in L.joint_view(coco, "psnr-rgb", "detection/mAP")}
     assert flags == {"alpha": True, "beta": True, "jpeg": False, "gamma": False, "delta": False}
@@ -212,7 +215,8 @@ def test_task_and_video_tracks_are_ranked_with_protocol_and_sample_count(tmp_pat
 
     assert clips.anchor.name == "h264" and clips.anchor_note is None  # video anchor, though av1 comes first by name
     assert L.track_metrics(clips) == ["psnr-rgb", "psnr-yuv420", "frame-fidelity/top1"]  # top5: not the headline
-    assert all(e.media == "video" for e in clips.entries) and not clips.notes  # kbps, frames: no "ignored" note
+    assert all(e.media == "video" for e in clips.entries)
+    assert not [n for n in clips.notes if "quality axes" in n]  # kbps, frames: no "ignored" note
     for metric in ("psnr-yuv420", "frame-fidelity/top1"):
         ranked = [(r.rank, r.entry.name, round(r.bd_rate, 9)) for r in L.ranking(clips, metric)]
         assert ranked == [(1, "h265", -20.0), (2, "h264", 0.0), (3, "av1", 25.0)]
@@ -223,7 +227,8 @@ def test_task_and_video_tracks_are_ranked_with_protocol_and_sample_count(tmp_pat
     assert "4 clips: a small sample, figures are indicative" in md
     assert "158 images (full evaluation set: 5000): a small sample" in md
     assert "### detection/mAP, ground-truth protocol" in md and "### detection/mAP50" not in md
-    assert "### frame-fidelity/top1, fidelity protocol (agreement with the network's output on the uncompressed" in md
+    assert "### frame-fidelity/top1, fidelity protocol\n" in md  # the heading names the protocol, the caption says more
+    assert "task frame-fidelity: fidelity protocol — agreement with the network's output on the uncompressed" in md
     assert "| 1 | h265 | SBAR | -20.00 |" in md
     page = board.html.read_text()
     assert 'id="t-clips-frame-fidelity-top1"' in page and 'id="t-coco-detection-mAP"' in page
@@ -248,7 +253,10 @@ def test_committed_results_build_a_leaderboard(tmp_path):
     md = board.markdown.read_text()
     assert "158 images (full evaluation set: 5000)" in md and "4 clips (full evaluation set: 3783)" in md
     assert "### yolox-nano/mAP, ground-truth protocol" in md and "### segmentation/mIoU, ground-truth protocol" in md
-    assert "### frame-fidelity/top1, fidelity protocol (" in md
+    assert "### frame-fidelity/top1, fidelity protocol\n" in md
+    # the caption in the task's own words (its recorded description), not one sentence per protocol
+    assert "task frame-fidelity: fidelity protocol — fidelity of a frame-level ImageNet classifier" in md
+    assert "n not recorded (older results)" in md and "yolox-nano/n = 158 at every point" in md
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -326,3 +334,150 @@ def test_browser_screenshot(board, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1280, 1600)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what stands behind a rank: complete runs, per-rate n, weights, total bits, the task's own protocol note
+
+
+def test_partial_run_is_not_ranked_unless_asked_and_then_marked(tmp_path):
+    """The issue's case: a full sweep next to one shard of another ranked the shard on its 2 images."""
+    root = tmp_path / "res"
+    full = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    shard = [r for s in RB.SAMPLES[::3] for r in RB.sample_rows(s, scale=1.25)]  # shard 0/3: 2 of 6 samples
+    RB.write_run(root, "kodak", "jpeg", full, sample_set=RB.SAMPLES)
+    RB.write_run(root, "kodak", "webp", shard, sample_set=RB.SAMPLES, shard="0/3")
+    args = ["leaderboard", "--no-committed", "--results", str(root)]
+    res = bench(*args, "--out", str(tmp_path / "lb"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "kodak psnr-rgb: 1. jpeg (+0.00%); not ranked: webp (partial: shard 0/3, 2 of 6 samples)" in res.stdout
+    md = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "Not ranked: webp (partial: shard 0/3, 2 of 6 samples)." in md
+    assert "| — | webp (partial) | SBAR | not ranked: partial: shard 0/3, 2 of 6 samples | — | 2 |" in md
+    assert "6 images (full evaluation set: 24)" in md and "n = 6 at every point" in md  # only what is ranked
+    page = (tmp_path / "lb" / "index.html").read_text()
+    assert 'class="excluded" data-method="webp"' in page
+
+    res = bench(*args, "--out", str(tmp_path / "lb2"), "--include-partial", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    shared = RB.SAMPLES[::3]
+    a, w = RB.by_hand(full, shared), RB.by_hand(shard, shared)
+    expected = bd_rate(
+        RDCurve("a", np.array(a["bpp"]), np.array(a["psnr-rgb"]), "psnr-rgb"),
+        RDCurve("w", np.array(w["bpp"]), np.array(w["psnr-rgb"]), "psnr-rgb"),
+    ).value
+    assert expected == pytest.approx(25.0, abs=1e-6)
+    line = f"kodak psnr-rgb: 1. jpeg (+0.00%), 2. webp [partial] ({expected:+.2f}%, over the 2 samples both measured)"
+    assert line in res.stdout
+    md = (tmp_path / "lb2" / "leaderboard.md").read_text()
+    assert "| 2 | webp (partial) | SBAR | +25.00 (over the 2 samples both measured) |" in md
+    assert "n: jpeg 6 at every point, webp 2 at every point" in md and "(partial: webp 2 of them)" in md
+    assert "ranked too (--include-partial), marked (partial)" in md
+    assert 'class="partial" data-method="webp"' in (tmp_path / "lb2" / "index.html").read_text()
+
+
+def test_weights_column(tmp_path):
+    """Each distinct weight file: role, short SHA-256, published or locally trained (steps, device), its backbone."""
+    root = tmp_path / "res"
+    rows = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    backbone = "b" * 64
+    weights = [
+        {"rate": 1, "role": "codec", "file": "q1.pth", "sha256": "1" * 64, "origin": "local", "steps": 7465,
+         "total_steps": 8465, "device": "cpu"},
+        {"rate": 2, "role": "codec", "file": "q2.pth", "sha256": "2" * 64, "origin": "published"},
+        {"rate": 1, "role": "module", "file": "model.pt", "sha256": "3" * 64, "origin": "local", "steps": 400,
+         "device": "cuda", "trained_on": {"backbone": backbone}},
+        {"rate": 2, "role": "module", "file": "model.pt", "sha256": "3" * 64, "origin": "local", "steps": 400,
+         "device": "cuda", "trained_on": {"backbone": backbone}},
+    ]  # fmt: skip
+    RB.write_run(root, "kodak", "jpeg", rows, sample_set=RB.SAMPLES)
+    RB.write_run(root, "kodak", "icmh", rows, sample_set=RB.SAMPLES, weights=weights, rates=RB.RATES)
+    by_dataset, _ = L.load_with_overrides([root])
+    icmh = next(e for e in by_dataset["kodak"] if e.name == "icmh")
+    expected = (
+        "codec 111111111111 (local, 8465 steps, cpu; rate 1); codec 222222222222 (published; rate 2); "
+        "module 333333333333 (local, 400 steps, cuda; rates 1, 2), trained on backbone bbbbbbbbbbbb"
+    )
+    assert R.weights_text(icmh) == expected
+    board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
+    md = board.markdown.read_text()
+    assert f"| {expected} |" in md and "| jpeg | SBAR | 0 (anchor) | 0.00 | 6 | bitstream | — |" in md
+    assert html.escape(expected) in board.html.read_text()
+
+
+def test_total_bits_joint_view_for_an_mbid_method(tmp_path):
+    """Human and task bits of an MBID method are separate streams: the total-bits view charges both."""
+    root = tmp_path / "res"
+    task = {"detection": {"protocol": "ground_truth", "headline": "detection/mAP", "complete": True}}
+
+    def det(machine: list[float]) -> dict:
+        return {"bpp@detection": machine, "detection/mAP": MAP, "detection/n": [6] * 4}
+
+    jpeg = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    mbid = [r for s in RB.SAMPLES for r in RB.sample_rows(s, scale=0.9, total_extra=0.3)]
+    machine = [b * 0.5 for b in BPP]
+    RB.write_run(root, "coco", "jpeg", jpeg, sample_set=RB.SAMPLES, tasks=task, task_results=det(BPP))
+    RB.write_run(
+        root, "coco", "mbid", mbid, sample_set=RB.SAMPLES, family="MBID", tasks=task, task_results=det(machine)
+    )
+    by_dataset, _ = L.load_with_overrides([root])
+    board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
+    (coco,) = board.analyses
+    assert L.total_joint_axes(coco) == [("psnr-rgb", "detection/mAP")]
+    points = {p.entry.name: p for p in L.joint_view(coco, "psnr-rgb", "detection/mAP", total=True)}
+    own = {p.entry.name: p for p in L.joint_view(coco, "psnr-rgb", "detection/mAP")}
+    assert own["mbid"].x == pytest.approx(-10.0, abs=1e-6) and own["mbid"].y == pytest.approx(-50.0, abs=1e-6)
+    res_m = json.loads((root / "coco" / "mbid.json").read_text())["results"]
+    res_j = json.loads((root / "coco" / "jpeg.json").read_text())["results"]
+    for value, metric in ((points["mbid"].x, "psnr-rgb"), (points["mbid"].y, "detection/mAP")):
+        anchor = RDCurve("j", np.array(res_j["bpp_total"]), np.array(res_j[metric]), metric)
+        test = RDCurve("m", np.array(res_m["bpp_total"]), np.array(res_m[metric]), metric)
+        assert value == pytest.approx(bd_rate(anchor, test).value, abs=1e-9)
+    assert points["mbid"].x == pytest.approx(20.0, abs=1e-6)  # 0.9 + 0.3 of JPEG's bits for the same PSNR
+    md = board.markdown.read_text()
+    assert "### Joint view on total bits: PSNR RGB × detection/mAP" in md
+    assert "| mbid | MBID | +20.00 |" in md
+    plot = board.total_joint_plots[("coco", "psnr-rgb", "detection/mAP")]
+    assert plot.name == "joint-total-psnr-rgb-detection_mAP.png" and plot.stat().st_size > 5000
+    assert 'id="jt-coco-psnr-rgb-detection-mAP"' in board.html.read_text()
+    assert not L.total_joint_axes(R.analyse({"coco": [e for e in by_dataset["coco"] if e.name == "jpeg"]})[0])
+
+
+def test_task_caption_in_the_tasks_own_words(tmp_path):
+    """``matching`` is recorded as fidelity but is retrieval: its description, not the fidelity sentence, is shown."""
+    root = tmp_path / "res"
+    rows = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    description = "matching (ORB, 1000 keypoints, ratio 0.8; retrieval among the evaluated images + 15 distractors)"
+    tasks = {"matching": {"protocol": "fidelity", "headline": "matching/mAP", "description": description}}
+    results = {"bpp@matching": BPP, "matching/mAP": MAP, "matching/n": [6] * 4}
+    for name in ("jpeg", "webp"):
+        RB.write_run(root, "kodak", name, rows, sample_set=RB.SAMPLES, tasks=tasks, task_results=results)
+    (a,) = R.analyse(L.load_with_overrides([root])[0])
+    caption = L.dataset_caption(a)
+    assert f"task matching: fidelity protocol — {description}" in caption
+    assert "agreement with the network's output" not in caption and "matching/n = 6 at every point" in caption
+    assert L.track_label(a, "matching/mAP") == "matching/mAP, fidelity protocol"
+    note = {**tasks["matching"], "protocol_note": "retrieval of each query's uncompressed image"}
+    assert L.protocol_note(note, "matching") == "retrieval of each query's uncompressed image"
+    assert L.protocol_note({"protocol": "fidelity"}) == L.PROTOCOL_NOTES["fidelity"]
+
+
+def test_lossless_rows_in_the_caption(tmp_path):
+    """Identical images keep PSNR = inf in their row; the caption counts them and states the rule."""
+    root = tmp_path / "res"
+    rows = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    rows[-1] = {**rows[-1], "psnr-rgb": math.inf}  # img5 at q90
+    RB.write_run(root, "kodak", "jpeg", rows, sample_set=RB.SAMPLES)
+    RB.write_run(
+        root, "kodak", "webp", [r for s in RB.SAMPLES for r in RB.sample_rows(s, scale=0.9)], sample_set=RB.SAMPLES
+    )
+    board = L.build(L.load_with_overrides([root])[0], tmp_path / "lb", sources=[str(root)])
+    md = board.markdown.read_text()
+    assert (
+        "lossless rows: jpeg 1 at rate 90 (a lossless row (identical images) keeps PSNR = inf; the point's PSNR " in md
+    )
+    (a,) = board.analyses
+    psnr = a.entries[0].curves["psnr-rgb"].values  # jpeg: the mean of the 5 finite rows at q90
+    assert (
+        psnr[-1] == pytest.approx(RB.by_hand(rows, RB.SAMPLES)["psnr-rgb"][-1], abs=1e-12) and np.isfinite(psnr).all()
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import results_builder as RB
 from conftest import assets_dir, requires_assets
 
 from bench import report as R
@@ -352,3 +353,220 @@ def test_compressai_plot_with_an_undefined_value(real_results, tmp_path):
     path = tmp_path / "jpeg.json"
     path.write_text(json.dumps(doc_))
     plot.parse_json_file(path, "ms-ssim")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# what stands behind a figure: complete runs, shared samples, per-rate n, lossless rows, weights, total bits
+
+
+def _bd_rows(out: Path) -> pd.DataFrame:
+    table = _csv(out)
+    return table[(table.quantity == "bd-rate") & (table.rate_axis != "bpp_total")]
+
+
+def test_partial_run_is_listed_with_its_reason_not_compared(tmp_path):
+    """A full sweep and one shard of another: the shard is listed with why, and gets no BD figure by default."""
+    root = tmp_path / "res"
+    full = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    shard = [r for s in RB.SAMPLES[::3] for r in RB.sample_rows(s, scale=0.7)]  # shard 0/3: 2 of 6 samples
+    RB.write_run(root, "kodak", "jpeg", full, sample_set=RB.SAMPLES)
+    RB.write_run(root, "kodak", "webp", shard, sample_set=RB.SAMPLES, shard="0/3")
+    res = bench("report", "--results", str(root), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "not compared: kodak: webp: partial: shard 0/3, 2 of 6 samples" in res.stdout
+    assert "webp" not in set(_csv(tmp_path / "rep").method)  # no BD figure at all
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### Not compared (pass --include-partial to compare them, marked partial)" in md
+    assert "- webp: partial: shard 0/3, 2 of 6 samples" in md
+
+    # --include-partial: compared over the 2 samples both measured, and marked
+    res = bench("report", "--results", str(root), "--out", str(tmp_path / "rep2"), "--include-partial", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    cells = _bd_rows(tmp_path / "rep2").set_index(["method", "metric"])
+    shared = RB.SAMPLES[::3]
+    a, w = RB.by_hand(full, shared), RB.by_hand(shard, shared)
+    expected = bd_rate(
+        _curve("a", a["bpp"], a["psnr-rgb"], "psnr-rgb"), _curve("w", w["bpp"], w["psnr-rgb"], "psnr-rgb")
+    )
+    cell = cells.loc[("webp", "psnr-rgb")]
+    assert cell.value == pytest.approx(expected.value, abs=1e-9) and bool(cell.partial) and cell.shared_samples == 2
+    assert cell.value == pytest.approx(-30.0, abs=1e-6)  # bpp x 0.7 on the same samples: an exact BD-rate
+    md = (tmp_path / "rep2" / "report.md").read_text()
+    assert "| webp (partial) | SBAR | bitstream | -30.00 (over the 2 samples both measured) |" in md
+    assert "BD-rate psnr-rgb webp [partial] vs jpeg: -30.00 (over the 2 samples both measured)" in res.stdout
+    table = pd.read_csv(tmp_path / "rep2" / "kodak" / "rd-table.csv")
+    assert set(table[table.method == "webp"]["n"]) == {2} and set(table[table.method == "jpeg"]["n"]) == {6}
+    assert table[table.method == "webp"]["partial"].all() and not table[table.method == "jpeg"]["partial"].any()
+
+
+def test_failed_rows_and_older_files():
+    """Failures keep a run out of the ranking; a file without ``complete`` is ranked only without failures or shard."""
+    rows = [r for s in RB.SAMPLES[:2] for r in RB.sample_rows(s)]
+    rows[1] = {**rows[1], "error": "ValueError: boom", "bpp": None}
+    d = R.parse_document(_run_doc(rows, RB.SAMPLES[:2]), Path("r/kodak/m.json"), "kodak")
+    assert not d.rankable and d.not_ranked_reason() == "1 failed row" and d.failures == 1
+    old = doc("old", BPP, psnr_rgb=PSNR, meta={"failures": [], "samples": 24})
+    entry = R.parse_document(old, Path("old.json"), "kodak")
+    assert entry.complete is None and entry.rankable and entry.point_counts == {}
+    bad = doc("bad", BPP, psnr_rgb=PSNR, meta={"failures": [{"sample": "a", "rate": 1, "error": "x"}] * 3})
+    assert R.parse_document(bad, Path("bad.json"), "kodak").not_ranked_reason() == "3 failed rows"
+    shard = doc("shard", BPP, psnr_rgb=PSNR, meta={"shard": "1/4", "samples": 24})
+    assert R.parse_document(shard, Path("s.json"), "kodak").not_ranked_reason() == "partial: shard 1/4"
+    (a,) = R.analyse({"kodak": [R.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("j.json"), "kodak"), entry]})
+    assert any("completeness not recorded (older results files): jpeg, old; ranked as complete" in n for n in a.notes)
+    assert any("samples per rate point (n) not recorded" in n for n in a.notes)
+
+
+def _run_doc(rows: list[dict], sample_set: list[str]) -> dict:
+    from bench.running.store import aggregate, compressai_json
+
+    table = aggregate(pd.DataFrame(rows), RB.RATES)
+    failures = [{k: r[k] for k in ("sample", "rate", "error")} for r in rows if r.get("error")]
+    meta = {"family": "SBAR", "complete": not failures, "failures": failures, "samples": len(sample_set)}
+    meta["missing_rows"] = len(failures)
+    return compressai_json("m", "m", table, meta)
+
+
+def _task(name: str) -> dict:
+    return {
+        "detection": {"protocol": "ground_truth", "headline": "detection/mAP", "metrics": ["mAP"], "complete": True}
+    }
+
+
+def test_other_sample_sets_compare_over_shared_samples_from_rows(tmp_path):
+    """A full run next to one on 4 of its 6 samples: human BD over the 4, recomputed from rows, equals the BD of a run
+    on only those 4; the task metric (not a mean of rows) is marked not comparable; lossless rows are counted."""
+    root = tmp_path / "res"
+    full = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    lossless = next(i for i, r in enumerate(full) if r["sample"] == "img1" and r["rate"] == 90)
+    full[lossless] = {**full[lossless], "psnr-rgb": math.inf}  # identical images at q90
+    mine = [r for s in RB.SAMPLES[:4] for r in RB.sample_rows(s, scale=0.8, gain=0.3)]
+    task = {"bpp@detection": [0.2, 0.4, 0.8, 1.6], "detection/mAP": [0.3, 0.4, 0.5, 0.55], "detection/n": [6] * 4}
+    RB.write_run(root, "coco", "jpeg", full, sample_set=RB.SAMPLES, tasks=_task("jpeg"), task_results=task)
+    task4 = {**task, "bpp@detection": [0.15, 0.3, 0.6, 1.2], "detection/n": [4] * 4}
+    RB.write_run(root, "coco", "mine", mine, sample_set=RB.SAMPLES[:4], tasks=_task("mine"), task_results=task4)
+    res = bench("report", "--results", str(root), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    cells = _bd_rows(tmp_path / "rep").set_index(["method", "metric"])
+
+    # the reference: the full run measured on the 4 shared samples only, as its own results file would hold it
+    shared = RB.SAMPLES[:4]
+    reference = RB.write_run(
+        tmp_path / "ref", "coco", "jpeg4", [r for r in full if r["sample"] in shared], sample_set=shared
+    )
+    ref = R.parse_document(json.loads(reference.read_text()), reference, "coco")
+    a, m = RB.by_hand(full, shared), RB.by_hand(mine, shared)
+    assert ref.curves["psnr-rgb"].values.tolist() == pytest.approx(a["psnr-rgb"], abs=1e-12)  # lossless left out
+    for metric in ("psnr-rgb", "ms-ssim-rgb"):
+        expected = bd_rate(ref.curves[metric], _curve("m", m["bpp"], m[metric], metric))
+        cell = cells.loc[("mine", metric)]
+        assert cell.value == pytest.approx(expected.value, abs=1e-9) and cell.shared_samples == 4, metric
+        own = bd_rate(_curve("j", *_own(root, "jpeg", metric), metric), _curve("m", m["bpp"], m[metric], metric))
+        assert abs(own.value - cell.value) > 0.5  # the full set's own curve would give another figure
+    task_cell = cells.loc[("mine", "detection/mAP")]
+    assert pd.isna(task_cell.value) and task_cell.error.startswith("not comparable: 'mine' and 'jpeg' were measured")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "(over the 4 samples both measured)" in md and "n/a: not comparable: measured on other samples" in md
+    assert "| jpeg | 6 | 6 at every point | detection: 6 at every point | 1 at rate 90 [^lossless] | 0 | 0 |" in md
+    assert "| mine | 4 | 4 at every point | detection: 4 at every point | 0 | 0 | 0 |" in md
+    assert "[^lossless]: Lossless rows: a lossless row (identical images) keeps PSNR = inf" in md
+    assert "lossless: coco: jpeg: 1 at rate 90" in res.stdout
+    table = pd.read_csv(tmp_path / "rep" / "coco" / "rd-table.csv")
+    assert table[table.method == "jpeg"]["n_lossless"].tolist() == [0, 0, 0, 1]
+
+    # without the rows log nothing can be recomputed, and the cell says so
+    (root / "coco" / "mine" / "cafe0123" / "rows.jsonl").unlink()
+    (analysis,) = R.analyse(R.load_roots([root]))
+    err = analysis.cell("mine", "psnr-rgb").error
+    assert "measured on other samples" in err and "rows log" in err and "is not there" in err
+
+
+def _own(root: Path, name: str, metric: str) -> tuple[list[float], list[float]]:
+    res = json.loads((root / "coco" / f"{name}.json").read_text())["results"]
+    return res["bpp"], res[metric]
+
+
+def test_total_bits_view_for_separate_streams(tmp_path):
+    """An MBID method's human bpp and task bpp each count one stream; the total-bits view charges all of them."""
+    root = tmp_path / "res"
+    jpeg = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
+    mbid = [r for s in RB.SAMPLES for r in RB.sample_rows(s, scale=0.8, total_extra=0.3)]  # + a machine stream
+    task = {"detection": {"protocol": "ground_truth", "headline": "detection/mAP", "complete": True}}
+    RB.write_run(root, "coco", "jpeg", jpeg, sample_set=RB.SAMPLES, tasks=task, task_results=_det([1, 2, 4, 8]))
+    RB.write_run(
+        root,
+        "coco",
+        "mbid",
+        mbid,
+        sample_set=RB.SAMPLES,
+        family="MBID",
+        tasks=task,
+        task_results=_det([0.3, 0.6, 1.2, 2.4]),
+    )
+    (a,) = R.analyse(R.load_roots([root]))
+    assert a.has_total_view
+    res_m = json.loads((root / "coco" / "mbid.json").read_text())["results"]
+    res_j = json.loads((root / "coco" / "jpeg.json").read_text())["results"]
+    assert res_m["bpp_total"] != res_m["bpp"] and res_j["bpp_total"] == res_j["bpp"]
+    own = a.cell("mbid", "psnr-rgb").value
+    total = a.cell("mbid", "psnr-rgb", total=True)
+    expected = bd_rate(
+        _curve("j", res_j["bpp_total"], res_j["psnr-rgb"], "psnr-rgb"),
+        _curve("m", res_m["bpp_total"], res_m["psnr-rgb"], "psnr-rgb"),
+    )
+    assert own == pytest.approx(-20.0, abs=1e-6) and total.value == pytest.approx(expected.value, abs=1e-9)
+    assert total.value == pytest.approx(10.0, abs=1e-6)  # 0.8 + 0.3 of the anchor's bits with both streams: +10 %
+    det = a.cell("mbid", "detection/mAP", total=True)
+    assert det.value == pytest.approx(
+        bd_rate(
+            _curve("j", res_j["bpp_total"], res_j["detection/mAP"], "detection/mAP"),
+            _curve("m", res_m["bpp_total"], res_m["detection/mAP"], "detection/mAP"),
+        ).value,
+        abs=1e-9,
+    )
+    out = tmp_path / "rep"
+    assert R.main(["--results", str(root), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "### BD on total bits (every stream written: bpp_total)" in md
+    assert (out / "coco" / "rd-total-psnr-rgb.png").stat().st_size > 5000
+    assert "| mbid | MBID | bitstream | +10.00 |" in md.split("### BD on total bits")[1]
+    assert "| mbid | MBID | bitstream | -20.00 |" in md.split("### BD against the anchor")[1]
+
+
+def _det(machine_bpp: list[float]) -> dict:
+    return {"bpp@detection": machine_bpp, "detection/mAP": [0.3, 0.4, 0.5, 0.55], "detection/n": [6] * 4}
+
+
+def test_real_shard_next_to_a_full_sweep(tmp_path):
+    """What ``python -m bench run`` writes: a full JPEG sweep and WebP ``shard=0/2`` (2 of 4 images)."""
+    common = ["method.rates=[10,50,90]", "limit=4", "results_dir=res", "progress=false", "workers=1"]
+    for extra in (["method=jpeg"], ["method=webp", "shard=0/2"]):
+        res = bench("run", *extra, *common, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    webp = json.loads((tmp_path / "res" / "samples" / "webp.json").read_text())
+    assert webp["meta"]["complete"] is False and webp["results"]["n"] == [2, 2, 2]
+    res = bench("report", "--results", "res", "--out", "rep", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "not compared: samples: webp: partial: shard 0/2, 2 of 4 samples" in res.stdout
+
+    res = bench("report", "--results", "res", "--out", "rep2", "--include-partial", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = {
+        name: [json.loads(line) for line in (tmp_path / "res" / doc_["meta"]["rows"]).read_text().splitlines()]
+        for name, doc_ in (("webp", webp), ("jpeg", json.loads((tmp_path / "res/samples/jpeg.json").read_text())))
+    }
+    shared = {r["sample"] for r in rows["webp"]}
+    assert len(shared) == 2
+
+    def means(name: str, key: str) -> list[float]:
+        return [
+            float(np.mean([r[key] for r in rows[name] if r["rate"] == q and r["sample"] in shared]))
+            for q in (10, 50, 90)
+        ]
+
+    expected = bd_rate(
+        _curve("jpeg", means("jpeg", "bpp"), means("jpeg", "psnr-rgb"), "psnr-rgb"),
+        _curve("webp", means("webp", "bpp"), means("webp", "psnr-rgb"), "psnr-rgb"),
+    )
+    cell = _bd_rows(tmp_path / "rep2").set_index(["method", "metric"]).loc[("webp", "psnr-rgb")]
+    assert cell.value == pytest.approx(expected.value, rel=1e-9) and cell.shared_samples == 2 and bool(cell.partial)

@@ -230,6 +230,26 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def results_rows(root: str | Path, meta: dict[str, Any]) -> pd.DataFrame:
+    """The human rows a results JSON was aggregated from, as the runner chose them: its rows log (``meta.rows``,
+    relative to the results root), only rows of its sample set's content and its rate points' weights
+    (``meta.sample_set.contents``, ``meta.rate_weights``; older files record neither: every row of the log, by sample
+    id), the latest per (sample, rate). Raises ``FileNotFoundError`` naming the log when it is not there."""
+    rel = meta.get("rows")
+    if not isinstance(rel, str) or not rel:
+        raise FileNotFoundError("the results file records no rows log (meta.rows)")
+    log = RowLog(Path(root) / rel)
+    if not log.path.is_file():
+        raise FileNotFoundError(f"rows log {log.path} is not there")
+    sample_set = meta.get("sample_set") if isinstance(meta.get("sample_set"), dict) else {}
+    contents = sample_set.get("contents") if isinstance(sample_set.get("contents"), dict) else None
+    weights = meta.get("rate_weights") if isinstance(meta.get("rate_weights"), dict) else None
+    rows = log.table(RowStamp(contents, weights) if contents is not None else None)
+    if contents is not None and not rows.empty:
+        rows = rows[rows["sample"].isin(set(contents))].reset_index(drop=True)
+    return rows
+
+
 def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict[str, Any]) -> dict[str, Any]:
     """Our results file: CompressAI's ``{name, description, results}`` plus ``meta``.
 
