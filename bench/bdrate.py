@@ -28,7 +28,6 @@ This module adds what a benchmark needs around it:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
@@ -37,6 +36,8 @@ import bjontegaard
 import numpy as np
 import pandas as pd
 
+from bench.metrics import registry
+from bench.metrics.registry import Metric
 from bench.rdcurves import RDCurve
 
 Method = Literal["pchip", "akima", "cubic"]
@@ -57,55 +58,15 @@ class BDError(ValueError):
 # quality axes
 
 
-@dataclass(frozen=True)
-class QualityAxis:
-    """How a metric enters BD: its valid range of raw values and the transform to the BD axis."""
+def quality_axis(metric: str) -> Metric:
+    """How a results key enters BD: its metric's declaration (``bench.metrics.registry``), never a guess from its name.
 
-    kind: Literal["psnr", "db", "ssim", "fraction"]
-    unit: str  # unit of the BD axis, hence of BD-metric
-    low: float
-    high: float
-    high_inclusive: bool
-
-    def to_bd(self, values: np.ndarray) -> np.ndarray:
-        """Raw metric values -> BD axis (dB or percentage points)."""
-        if self.kind == "ssim":
-            return -10 * np.log10(1 - values)
-        if self.kind == "fraction":
-            return values * 100
-        return values
-
-    def out_of_range(self, values: np.ndarray) -> np.ndarray:
-        above = values > self.high if self.high_inclusive else values >= self.high
-        return (values < self.low) | above
-
-    def range_text(self) -> str:
-        return f"[{self.low:g}, {self.high:g}{']' if self.high_inclusive else ')'}"
-
-
-_AXES = {
-    "psnr": QualityAxis("psnr", "dB", -np.inf, np.inf, True),
-    "db": QualityAxis("db", "dB", -np.inf, np.inf, True),
-    "ssim": QualityAxis("ssim", "dB", -np.inf, 1.0, False),
-    "fraction": QualityAxis("fraction", "pp", 0.0, 1.0, True),
-}
-_DB = re.compile(r"(^|[^a-z])db([^a-z]|$)")
-_TASK = re.compile(r"(^|[^a-z])(m?ap|miou|iou|top-?\d+|acc|accuracy|pck)([^a-z]|$)")
-
-
-def quality_axis(metric: str) -> QualityAxis:
-    """The BD axis of a metric name: ``psnr*`` dB; ``*ssim*`` -> dB (unless it has ``db``); mAP/mIoU/top-k/acc pp."""
-    key = metric.lower()
-    if "ssim" in key:
-        return _AXES["db"] if _DB.search(key) else _AXES["ssim"]
-    if key.startswith("psnr"):
-        return _AXES["psnr"]
-    if _TASK.search(key):
-        return _AXES["fraction"]
-    raise BDError(
-        f"unknown quality metric {metric!r}: expected PSNR (psnr*), MS-SSIM (*ms-ssim*, *ms-ssim-db*) or a "
-        "higher-is-better task metric given as a fraction (mAP*, mIoU, top-1/top-5, acc*, PCK)"
-    )
+    A task's key ``<task>/<metric>`` reads as ``<metric>``; an undeclared metric is a :class:`BDError`.
+    """
+    try:
+        return registry.for_key(metric)
+    except registry.UnknownMetric as exc:
+        raise BDError(f"unknown quality metric {metric!r}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -201,7 +162,7 @@ class BootstrapCI(NamedTuple):
 class _Prepared:
     curve: RDCurve  # as used: sorted by rate, the monotone fit if one was applied
     fitted: bool
-    axis: QualityAxis
+    axis: Metric
     rates: np.ndarray
     q: np.ndarray  # BD axis
     x: np.ndarray  # integration axis: q for BD-rate, log10(rate) for BD-metric
@@ -234,14 +195,15 @@ def _prepare(curve: RDCurve, quantity: Quantity, method: str, monotone: str) -> 
         )
     outside = axis.out_of_range(values)
     if outside.any():
-        hint = " (task metrics are fractions, not percent)" if axis.kind == "fraction" else ""
+        hint = " (task metrics are fractions, not percent)" if axis.bd == "fraction" else ""
         raise BDError(
             f"curve {name!r}: {metric} outside {axis.range_text()}{hint}: "
             f"{_points_text(rates[outside], values[outside])}"
         )
 
     strict = quantity == "bd-rate"
-    steps = np.diff(values)
+    q = axis.to_bd_axis(values)  # higher is better here, whatever the metric's own direction
+    steps = np.diff(q)
     bad_steps = np.flatnonzero(steps <= 0 if strict else steps < 0)
     fitted = False
     if bad_steps.size:
@@ -250,15 +212,17 @@ def _prepare(curve: RDCurve, quantity: Quantity, method: str, monotone: str) -> 
                 f"{values[i]:.6g} at {rates[i]:.6g} bpp -> {values[i + 1]:.6g} at {rates[i + 1]:.6g} bpp"
                 for i in bad_steps
             )
-            rule = "rise strictly with rate for BD-rate" if strict else "not fall as rate rises"
+            better, worse = ("rise", "fall") if axis.higher_is_better else ("fall", "rise")
+            rule = f"{better} strictly with rate for BD-rate" if strict else f"not {worse} as rate rises"
             raise BDError(
                 f"curve {name!r} is not monotone ({metric} must {rule}): {pairs}. "
                 "Pass monotone='fit' to use its isotonic (PAVA) fit instead."
             )
-        values = isotonic_fit(values)
+        q = isotonic_fit(q)
         if strict:  # a flat run keeps its lowest-rate point
-            keep = np.concatenate(([True], np.diff(values) > 0))
-            rates, values = rates[keep], values[keep]
+            keep = np.concatenate(([True], np.diff(q) > 0))
+            rates, q = rates[keep], q[keep]
+        values = axis.from_bd_axis(q)
         fitted = True
         if len(rates) < need:
             raise BDError(
@@ -266,7 +230,6 @@ def _prepare(curve: RDCurve, quantity: Quantity, method: str, monotone: str) -> 
                 f"BD with method={method!r} needs at least {need}"
             )
     used = curve.with_points(rates, values)
-    q = axis.to_bd(used.values)
     x = q if strict else np.log10(used.rates)
     natural = q if strict else used.rates
     return _Prepared(curve=used, fitted=fitted, axis=axis, rates=used.rates, q=q, x=x, natural=natural)
@@ -376,7 +339,7 @@ def _run(
             )
         value = _value(quantity, pa, pt, method, interval)
         fitted = {p.curve.name: p.curve for p in (pa, pt) if p.fitted}
-        unit = "%" if quantity == "bd-rate" else pa.axis.unit
+        unit = "%" if quantity == "bd-rate" else pa.axis.bd_unit
         shown = _intersect(group, "natural")
         results.append(
             BDResult(
@@ -388,7 +351,7 @@ def _run(
                 metric=anchor.metric,
                 method=method,
                 interval=(float(shown[0]), float(shown[1])),
-                interval_unit=pa.axis.unit if quantity == "bd-rate" else "bpp",
+                interval_unit=pa.axis.bd_unit if quantity == "bd-rate" else "bpp",
                 overlap=float(overlap),
                 common_range=common_range,
                 fitted=fitted,

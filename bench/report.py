@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 
 from bench.bdrate import DEFAULT_MIN_OVERLAP, BDError, bd_metric, bd_rate, quality_axis
+from bench.metrics import registry
 from bench.rdcurves import RDCurve
 from bench.running.store import COUNTS, aggregate, atomic_write_text, results_rows
 from bench.training.weights import budget_label
@@ -511,11 +512,8 @@ def metric_order(metrics: Iterable[str]) -> list[str]:
 
 
 def is_task_metric(metric: str) -> bool:
-    """Machine-task accuracy (mAP, mIoU, top-k...) rather than human quality."""
-    try:
-        return quality_axis(metric).kind == "fraction"
-    except BDError:
-        return False
+    """A machine task's metric (``<task>/<metric>``) rather than a human one: the registry's reading of the key."""
+    return registry.is_task_key(metric)
 
 
 def file_part(metric: str) -> str:
@@ -528,8 +526,8 @@ def metric_label(metric: str) -> str:
 
 
 def axis_unit(metric: str) -> str:
-    """Unit of the metric on plots and in BD-metric: dB, or percentage points for task fractions."""
-    return quality_axis(metric).unit
+    """Unit of the metric on plots and in BD-metric, as its declaration says (dB; percentage points for shares)."""
+    return quality_axis(metric).bd_unit
 
 
 def pick_anchor(
@@ -889,7 +887,7 @@ def relative_difference(anchor: RDCurve, test: RDCurve, n: int = 200) -> tuple[n
         axis = quality_axis(c.metric)
         if axis.out_of_range(v).any():
             raise ValueError(f"curve {c.name!r}: {c.metric} outside {axis.range_text()}")
-        pts.append((np.log10(r), axis.to_bd(v)))
+        pts.append((np.log10(r), axis.shown(v)))
     lo = max(p[0].min() for p in pts)
     hi = min(p[0].max() for p in pts)
     if hi <= lo:
@@ -1097,10 +1095,10 @@ def plot_rd(
         if not ok.any():
             continue
         order = np.argsort(curve.rates[ok], kind="stable")
-        x, y = curve.rates[ok][order], axis.to_bd(curve.values[ok][order])
+        x, y = curve.rates[ok][order], axis.shown(curve.values[ok][order])
         ax.plot(x, y, label=_legend_label(e, anchor), **_style(e, anchor, colors[e.name]))
     ax.set_xlabel("bpp of every stream written (bpp_total)" if total else "bpp")
-    ax.set_ylabel(f"{metric_label(metric)} [{'%' if axis.kind == 'fraction' else axis.unit}]")
+    ax.set_ylabel(f"{metric_label(metric)} [{'%' if axis.bd == 'fraction' else axis.bd_unit}]")
     ax.set_title(title)
     return _finish(fig, ax, path)
 

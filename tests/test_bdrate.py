@@ -94,14 +94,34 @@ def test_ms_ssim_enters_bd_in_db():
     assert ours.interval_unit == "dB"
 
 
-def test_quality_axes():
-    assert quality_axis("psnr-rgb").kind == "psnr"
-    assert quality_axis("ms-ssim-rgb").kind == "ssim"
-    assert quality_axis("ms-ssim-db-rgb").kind == "db"
-    for name in ("mAP", "bbox_mAP50", "mIoU", "top1", "top-5", "accuracy"):
-        assert quality_axis(name).kind == "fraction", name
+def test_quality_axes_come_from_the_metrics_declarations():
+    assert quality_axis("psnr-rgb").bd == "value" and quality_axis("psnr-rgb").bd_unit == "dB"
+    assert quality_axis("ms-ssim-rgb").bd == "ssim" and quality_axis("ms-ssim-rgb").bd_unit == "dB"
+    assert quality_axis("ms-ssim-db-rgb").bd == "value"
+    for key in ("yolox-nano/mAP", "mask-rcnn/bbox_mAP50", "espnet/mIoU", "resnet50/top1", "mAP"):
+        assert quality_axis(key).bd == "fraction" and quality_axis(key).bd_unit == "pp", key
+    assert quality_axis("face-landmarks/NME").higher_is_better is False
     with pytest.raises(BDError, match="unknown quality metric 'lpips'"):
         quality_axis("lpips")
+
+
+def test_a_declared_metric_of_any_name_and_direction_gets_bd_rate():
+    from bench.metrics.registry import Metric, register
+
+    register(Metric("tracker-F1", "", True, aggregation="dataset", bd="fraction", low=0.0, high=1.0))
+    rates = [0.1, 0.2, 0.4, 0.8]
+    anchor = RDCurve("a", rates, [0.40, 0.55, 0.65, 0.72], "mot/tracker-F1")
+    same_at_half_rate = RDCurve("b", [r / 2 for r in rates], anchor.values, "mot/tracker-F1")
+    assert float(bd_rate(anchor, same_at_half_rate)) == pytest.approx(-50.0, abs=1e-6)
+    # lower is better: the same halving of the rate is the same saving, read on a negated axis
+    register(Metric("err-rate", "", False, low=0.0))
+    err = [0.30, 0.20, 0.12, 0.08]
+    a = RDCurve("a", rates, err, "t/err-rate")
+    b = RDCurve("b", [r / 2 for r in rates], err, "t/err-rate")
+    assert float(bd_rate(a, b)) == pytest.approx(-50.0, abs=1e-6)
+    rising = RDCurve("c", rates, [0.1, 0.2, 0.3, 0.4], "t/err-rate")  # error grows with rate: refused
+    with pytest.raises(BDError, match="must fall strictly with rate"):
+        bd_rate(a, rising)
 
 
 # JCTVC-E137 curve pairs and their BD-rates from the JCT-VC Excel template (PCHIP), as Netflix's VMAF tests
@@ -300,8 +320,8 @@ def test_values_outside_the_metric_range():
     with pytest.raises(BDError, match=r"'pct': mAP outside \[0, 1\] \(task metrics are fractions, not percent\)"):
         bd_rate(curve("a", values=np.linspace(0.2, 0.4, 6), metric="mAP"), curve("pct", values=PSNR, metric="mAP"))
     with pytest.raises(BDError, match="'perfect'.*outside"):
-        anchor = curve("a", values=np.linspace(0.9, 0.99, 6), metric="ms-ssim")
-        bd_rate(anchor, curve("perfect", values=np.linspace(0.9, 1.0, 6), metric="ms-ssim"))
+        anchor = curve("a", values=np.linspace(0.9, 0.99, 6), metric="ms-ssim-rgb")
+        bd_rate(anchor, curve("perfect", values=np.linspace(0.9, 1.0, 6), metric="ms-ssim-rgb"))
 
 
 def test_bad_options():

@@ -50,6 +50,7 @@ PSNR_YUV420 = register(
         description="(6 PSNR_Y + PSNR_U + PSNR_V) / 8 on BT.601 4:2:0, as the video coding field weights it",
     )
 )
+PSNR_Y = register(Metric("psnr-y", "dB", True, media=(IMAGE, CLIP), description="PSNR of luma (published results)"))
 MS_SSIM_DB_RGB = register(
     Metric("ms-ssim-db-rgb", "dB", True, description="MS-SSIM as -10 log10(1 - MS-SSIM) (published result files)")
 )

@@ -68,16 +68,33 @@ class Metric:
         """Unit of the BD axis, hence of BD-metric figures."""
         return {"ssim": "dB", "fraction": "pp"}.get(self.bd, self.unit)
 
-    def to_bd_axis(self, values: Any) -> Any:
-        """Raw values -> the BD axis, on which higher is better."""
+    def shown(self, values: Any) -> Any:
+        """Raw values in the unit plots and BD-metric figures use (MS-SSIM in dB, shares in percent)."""
         import numpy as np
 
         v = np.asarray(values, dtype=float)
         if self.bd == "ssim":
-            v = -10 * np.log10(1 - v)
-        elif self.bd == "fraction":
-            v = v * 100
+            return -10 * np.log10(1 - v)
+        if self.bd == "fraction":
+            return v * 100
+        return v
+
+    def to_bd_axis(self, values: Any) -> Any:
+        """Raw values -> the BD axis, on which higher is better."""
+        v = self.shown(values)
         return v if self.higher_is_better else -v
+
+    def from_bd_axis(self, values: Any) -> Any:
+        """The BD axis back to raw values (for a monotone fit made on the BD axis)."""
+        import numpy as np
+
+        v = np.asarray(values, dtype=float)
+        v = v if self.higher_is_better else -v
+        if self.bd == "ssim":
+            return 1 - 10 ** (-v / 10)
+        if self.bd == "fraction":
+            return v / 100
+        return v
 
 
 _REGISTRY: dict[str, Metric] = {}

@@ -18,7 +18,7 @@ def share(name: str, description: str, aggregation: str = "dataset", media: tupl
     )  # fmt: skip
 
 
-for _name in ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"):
+for _name in ("AP", "mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large"):
     share(_name, f"COCO {_name} (pycocotools COCOeval, boxes or masks)")
 for _name in ("AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"):
     share(_name, f"COCO {_name} (pycocotools COCOeval)")
