@@ -46,8 +46,15 @@ def _cmd_list(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench list", description="what can run on this machine")
     parser.add_argument("--data-root", default=None, help="dataset root to check (default: $HMC_BENCH_DATA or ./data)")
+    parser.add_argument(
+        "--searchpath",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another config source, as hydra.searchpath takes it (pkg://my_package.conf or file://DIR); repeatable",
+    )
     args = parser.parse_args(argv)
-    print_catalog(data_root=args.data_root)
+    print_catalog(data_root=args.data_root, searchpath=args.searchpath)
     return 0
 
 

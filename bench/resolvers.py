@@ -13,6 +13,10 @@ from omegaconf import OmegaConf
 
 #: ``${bench.checkpoints:}``: the folder of shipped and trained weights
 CHECKPOINTS = "bench.checkpoints"
+#: ``${bench.plugin_configs:}``: the config packages of installed plugins (``hydra.searchpath`` of the primary configs)
+PLUGIN_CONFIGS = "bench.plugin_configs"
+#: entry-point group under which a plugin names its config package (``method/``, ``dataset/``, ``task/`` groups)
+CONFIGS_GROUP = "hmc_bench.configs"
 
 
 def project_checkpoints() -> Path:
@@ -25,10 +29,22 @@ def checkpoints_root() -> str:
     return os.environ.get("HMC_BENCH_CHECKPOINTS") or str(project_checkpoints())
 
 
+def plugin_configs() -> list[str]:
+    """``pkg://`` search-path entries of every installed plugin's config package, in entry-point name order."""
+    from importlib.metadata import entry_points
+
+    seen: dict[str, str] = {}
+    for ep in sorted(entry_points(group=CONFIGS_GROUP), key=lambda e: e.name):
+        seen.setdefault(ep.value, f"pkg://{ep.value}")  # the same package installed twice is one source
+    return list(seen.values())
+
+
 def register() -> None:
     """Make the resolvers available to configs (idempotent: job processes import this again)."""
     from bench.running import jobs
 
     if not OmegaConf.has_resolver(CHECKPOINTS):
         OmegaConf.register_new_resolver(CHECKPOINTS, checkpoints_root)
+    if not OmegaConf.has_resolver(PLUGIN_CONFIGS):
+        OmegaConf.register_new_resolver(PLUGIN_CONFIGS, plugin_configs)
     jobs.register_resolver()

@@ -24,6 +24,7 @@ PSNR_RGB = register(
         True,
         media=(IMAGE, CLIP),
         scorers={IMAGE: lambda original: lambda decoded: I.psnr(decoded, original), CLIP: pairwise(V.psnr_rgb)},
+        human=True,
         description="PSNR from the exact MSE of the 8-bit RGB planes (a clip: over all its frames)",
     )
 )
@@ -37,6 +38,7 @@ MS_SSIM_RGB = register(
         high=1.0,
         high_inclusive=False,
         scorers={IMAGE: I.MSSSIM, CLIP: V.ClipMSSSIM},
+        human=True,
         description="MS-SSIM on RGB as pytorch_msssim computes it (CompressAI's); a clip: the mean over frames",
     )
 )
@@ -47,12 +49,13 @@ PSNR_YUV420 = register(
         True,
         media=(CLIP,),
         scorers={CLIP: V.PSNRYUV420},
+        human=True,
         description="(6 PSNR_Y + PSNR_U + PSNR_V) / 8 on BT.601 4:2:0, as the video coding field weights it",
     )
 )
-PSNR_Y = register(Metric("psnr-y", "dB", True, media=(IMAGE, CLIP), description="PSNR of luma (published results)"))
+PSNR_Y = register(Metric("psnr-y", "dB", True, media=(IMAGE, CLIP), human=True, description="PSNR of luma (published)"))
 MS_SSIM_DB_RGB = register(
-    Metric("ms-ssim-db-rgb", "dB", True, description="MS-SSIM as -10 log10(1 - MS-SSIM) (published result files)")
+    Metric("ms-ssim-db-rgb", "dB", True, human=True, description="MS-SSIM as -10 log10(1 - MS-SSIM) (published files)")
 )
 
 for _m in J.JPEG_AI_METRICS:
@@ -63,6 +66,7 @@ for _m in J.JPEG_AI_METRICS:
             _m.higher_is_better,
             media=(IMAGE,),
             scorers={IMAGE: pairwise(_m.function)},
+            human=True,
             description=f"{_m.name} (JPEG AI's objective suite): {_m.planes}; {_m.package}",
         )
     )

@@ -51,6 +51,10 @@ class Metric:
     #: scores them)
     scorers: Mapping[str, Callable[[Any], Callable[[Any], float]]] = field(default_factory=dict, compare=False)
     description: str = ""
+    #: a human-quality metric (compares a decode with its original) rather than a task's score
+    human: bool = False
+    #: who declared it: ``hmc-bench``, or the top-level package of a plugin (set by :func:`register`)
+    origin: str = field(default="hmc-bench", compare=False)
 
     def out_of_range(self, values: Any) -> Any:
         """Which raw values BD must refuse (outside ``[low, high]``, or ``[low, high)``)."""
@@ -102,6 +106,12 @@ _REGISTRY: dict[str, Metric] = {}
 
 def register(metric: Metric) -> Metric:
     """Declare ``metric``; declaring the same name again with another meaning is an error (a plugin's clash)."""
+    import dataclasses
+    import sys
+
+    caller = str(sys._getframe(1).f_globals.get("__name__", ""))
+    top = caller.split(".")[0]
+    metric = dataclasses.replace(metric, origin="hmc-bench" if top in ("bench", "") else top)
     old = _REGISTRY.get(metric.name)
     if old is not None and old != metric:
         raise ValueError(f"metric {metric.name!r} is declared twice, differently: {old} and {metric}")
@@ -109,12 +119,19 @@ def register(metric: Metric) -> Metric:
     return metric
 
 
+#: entry-point group of plugins' metric declarations: a module that calls :func:`register` when imported
+PLUGIN_GROUP = "hmc_bench.metrics"
+
+
 def _load_declarations() -> None:
-    """Import the modules that declare the harness's own metrics (human metrics and every task kind's)."""
+    """Import the modules that declare metrics: the harness's own (human metrics, every task kind's) and plugins'."""
     import importlib
+    from importlib.metadata import entry_points
 
     for module in ("bench.metrics.human", "bench.tasks.metrics"):
         importlib.import_module(module)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        importlib.import_module(ep.value)
 
 
 def get(name: str) -> Metric:

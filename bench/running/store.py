@@ -207,7 +207,8 @@ def aggregate(samples: pd.DataFrame, rates: list[Any]) -> pd.DataFrame:
     from bench.metrics import registry
 
     ok = samples[samples["error"].isna()] if "error" in samples else samples
-    quality = [c for c in samples.columns if c in registry.declared() and not registry.is_task_key(c)]
+    declared = registry.declared()
+    quality = [c for c in samples.columns if c in declared and declared[c].human]
     columns = list(dict.fromkeys([*AVERAGED, *(c for c in AVERAGED_IF_PRESENT if c in samples), *quality]))
     out = []
     for rate in rates:
@@ -260,7 +261,8 @@ def compressai_json(name: str, description: str, table: pd.DataFrame, meta: dict
     """
     from bench.metrics import registry
 
-    human = [c for c in table.columns if c in registry.declared() and not registry.is_task_key(c)]
+    declared = registry.declared()
+    human = [c for c in table.columns if c in declared and declared[c].human]
     present = list(dict.fromkeys(col for col in (*AVERAGED, *AVERAGED_IF_PRESENT, *human) if col in table))
     results: dict[str, list[Any]] = {col: [float(v) for v in table[col]] for col in present}
     results["rate"] = [r if isinstance(r, (int, float, str)) else str(r) for r in table["rate"]]
