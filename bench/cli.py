@@ -77,19 +77,19 @@ def _cmd_fetch(argv: list[str]) -> int:
 
 
 def _cmd_report(argv: list[str]) -> int:
-    from bench.report import main as report_main
+    from bench.analysis.report import main as report_main
 
     return report_main(argv)
 
 
 def _cmd_leaderboard(argv: list[str]) -> int:
-    from bench.leaderboard import main as leaderboard_main
+    from bench.analysis.leaderboard import main as leaderboard_main
 
     return leaderboard_main(argv)
 
 
 def _cmd_check(argv: list[str]) -> int:
-    from bench.check import main as check_main
+    from bench.analysis.check import main as check_main
 
     return check_main(argv)
 

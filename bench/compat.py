@@ -38,6 +38,11 @@ MOVED: dict[str, str] = {
     "bench.images": "bench.io.images",
     "bench.video": "bench.io.video",
     "bench.fiftyone_export": "bench.analysis.fiftyone",
+    "bench.report": "bench.analysis.report",
+    "bench.leaderboard": "bench.analysis.leaderboard",
+    "bench.bdrate": "bench.analysis.bdrate",
+    "bench.rdcurves": "bench.analysis.rdcurves",
+    "bench.check": "bench.analysis.check",
 }
 
 

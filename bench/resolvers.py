@@ -19,9 +19,14 @@ PLUGIN_CONFIGS = "bench.plugin_configs"
 CONFIGS_GROUP = "hmc_bench.configs"
 
 
+def project_root() -> Path:
+    """The checkout the installed package lives in (editable install): where ``checkpoints/`` and ``results/`` are."""
+    return Path(__file__).resolve().parent.parent
+
+
 def project_checkpoints() -> Path:
     """The checkpoints the project ships, found from the installed package (not the working directory)."""
-    return Path(__file__).resolve().parent.parent / "checkpoints"
+    return project_root() / "checkpoints"
 
 
 def checkpoints_root() -> str:

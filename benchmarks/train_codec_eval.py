@@ -8,7 +8,7 @@
    the project's JPEG results (``results/kodak/jpeg.json``):
    - per trained point: the published curve's PSNR at our bpp, and the rate it needs for our PSNR (PCHIP
      on log-bpp, inside its range only) -- the honest figure while fewer than four points exist;
-   - with four or more points: BD-rate (PSNR) against each (``bench.bdrate``).
+   - with four or more points: BD-rate (PSNR) against each (``bench.analysis.bdrate``).
 3. Draws the RD plot with ``python -m bench report`` (references as thin curves).
 
 Defaults read ``HMC_BENCH_ASSETS``. Writes ``<out>/train_codec_eval.json`` and prints a markdown table.
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from bench.bdrate import BDError, bd_rate
-from bench.rdcurves import RDCurve, load_compressai_json
+from bench.analysis.bdrate import BDError, bd_rate
+from bench.analysis.rdcurves import RDCurve, load_compressai_json
 
 REPO = Path(__file__).resolve().parents[1]
 METHOD = "bmshj2018-hyperprior-ours"
@@ -87,7 +87,7 @@ def point_vs_curve(bpp: float, psnr: float, curve: RDCurve) -> dict[str, float |
 
 
 def bd_over_overlap(anchor: RDCurve, ours: RDCurve) -> dict | str:
-    """BD-rate (PSNR) with its PSNR interval. Where the curves overlap on less than ``bench.bdrate``'s default
+    """BD-rate (PSNR) with its PSNR interval. Where the curves overlap on less than ``bench.analysis.bdrate``'s default
     share of their joint range (a short CPU-trained curve against a full published one), the figure is still
     computed over the overlap and marked ``partial``: it speaks for that interval only."""
     try:

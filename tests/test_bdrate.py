@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.bdrate import (
+from bench.analysis.bdrate import (
     BDError,
     BootstrapCI,
     bd_metric,
@@ -23,7 +23,7 @@ from bench.bdrate import (
     isotonic_fit,
     quality_axis,
 )
-from bench.rdcurves import RDCurve, curve_from_rows, load_compressai_json
+from bench.analysis.rdcurves import RDCurve, curve_from_rows, load_compressai_json
 
 METHODS = ["pchip", "akima", "cubic"]
 

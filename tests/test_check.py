@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import assets_dir
 
-from bench import check as C
+from bench.analysis import check as C
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "results" / "golden" / "smoke"

@@ -1,4 +1,4 @@
-"""``python -m bench leaderboard``: rankings equal ``bench.bdrate``, the Pareto view, and the page in a real browser."""
+"""``python -m bench leaderboard``: rankings equal ``bench.analysis.bdrate``, the Pareto view, the page in a browser."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import results_builder as RB
 
-from bench import leaderboard as L
-from bench import report as R
-from bench.bdrate import bd_rate
-from bench.rdcurves import RDCurve
+from bench.analysis import comparison, report, results
+from bench.analysis import leaderboard as L
+from bench.analysis.bdrate import bd_rate
+from bench.analysis.rdcurves import RDCurve
 
 REPO = Path(__file__).resolve().parents[1]
 BPP = [0.25, 0.5, 1.0, 2.0]
@@ -113,7 +113,7 @@ def board(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
 
 def test_ranking_is_bd_rate_against_the_anchor(board):
     root, _, res = board
-    (coco,) = R.analyse(R.load_roots([root], ["coco"]))
+    (coco,) = comparison.analyse(results.load_roots([root], ["coco"]))
     order = [(r.rank, r.entry.name) for r in L.ranking(coco, "psnr-rgb")]
     assert order == [(1, "alpha"), (2, "beta"), (3, "jpeg"), (4, "gamma"), (None, "delta")]
     anchor = RDCurve("jpeg", np.array(BPP), np.array(PSNR), "psnr-rgb")
@@ -127,7 +127,7 @@ def test_ranking_is_bd_rate_against_the_anchor(board):
 
 def test_joint_views_are_pareto_sets(board):
     root, _, _ = board
-    coco, toy = R.analyse(R.load_roots([root]))
+    coco, toy = comparison.analyse(results.load_roots([root]))
     assert coco.metrics == ["psnr-rgb", "detection/mAP", "detection/mAP50"]
     assert not [n for n in coco.notes if "quality axes" in n]  # detection/n: no axis
     assert L.joint_axes(coco) == [("psnr-rgb", "detection/mAP")]  # human + the task's headline metric
@@ -163,7 +163,7 @@ def test_later_results_folder_replaces_a_method(tmp_path, board):
     (mine / "toy" / "worse.json").write_text(json.dumps(doc("worse", "SBAR", scaled(0.5), psnr_rgb=PSNR)))
     by_dataset, notes = L.load_with_overrides([root, mine])
     assert any("worse" in n and "replaces" in n for n in notes)
-    (toy,) = R.analyse({"toy": by_dataset["toy"]})
+    (toy,) = comparison.analyse({"toy": by_dataset["toy"]})
     assert toy.cell("worse", "psnr-rgb").value == pytest.approx(-50.0, abs=1e-9)
     assert L.committed_results() == REPO / "results"
 
@@ -398,7 +398,7 @@ def test_weights_column(tmp_path):
         "codec 111111111111 (local, 8465 steps, cpu; rate 1); codec 222222222222 (published; rate 2); "
         "module 333333333333 (local, 400 steps, cuda; rates 1, 2), trained on backbone bbbbbbbbbbbb"
     )
-    assert R.weights_text(icmh) == expected
+    assert report.weights_text(icmh) == expected
     board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
     md = board.markdown.read_text()
     assert f"| {expected} |" in md and "| jpeg | SBAR | 0 (anchor) | 0.00 | 6 | bitstream | — |" in md
@@ -440,7 +440,7 @@ def test_total_bits_joint_view_for_an_mbid_method(tmp_path):
     plot = board.total_joint_plots[("coco", "psnr-rgb", "detection/mAP")]
     assert plot.name == "joint-total-psnr-rgb-detection_mAP.png" and plot.stat().st_size > 5000
     assert 'id="jt-coco-psnr-rgb-detection-mAP"' in board.html.read_text()
-    assert not L.total_joint_axes(R.analyse({"coco": [e for e in by_dataset["coco"] if e.name == "jpeg"]})[0])
+    assert not L.total_joint_axes(comparison.analyse({"coco": [e for e in by_dataset["coco"] if e.name == "jpeg"]})[0])
 
 
 def test_task_caption_in_the_tasks_own_words(tmp_path):
@@ -452,7 +452,7 @@ def test_task_caption_in_the_tasks_own_words(tmp_path):
     results = {"bpp@matching": BPP, "matching/mAP": MAP, "matching/n": [6] * 4}
     for name in ("jpeg", "webp"):
         RB.write_run(root, "kodak", name, rows, sample_set=RB.SAMPLES, tasks=tasks, task_results=results)
-    (a,) = R.analyse(L.load_with_overrides([root])[0])
+    (a,) = comparison.analyse(L.load_with_overrides([root])[0])
     caption = L.dataset_caption(a)
     assert f"task matching: fidelity protocol — {description}" in caption
     assert "agreement with the network's output" not in caption and "matching/n = 6 at every point" in caption

@@ -1,4 +1,4 @@
-"""``python -m bench report``: BD tables equal ``bench.bdrate`` called directly; failures are cells; bad input."""
+"""``python -m bench report``: BD tables equal ``bench.analysis.bdrate`` called directly; failures are cells."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 import results_builder as RB
 from conftest import assets_dir, requires_assets
 
-from bench import report as R
-from bench.bdrate import bd_metric, bd_rate
-from bench.rdcurves import RDCurve
+from bench.analysis import comparison, plots, report, results
+from bench.analysis.bdrate import bd_metric, bd_rate
+from bench.analysis.rdcurves import RDCurve
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "results" / "golden" / "smoke"
@@ -133,9 +133,10 @@ def test_plots_and_provenance_in_markdown(toy_report):
 
 
 def test_mismatched_metrics_name_the_anchor():
-    a = R.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("jpeg.json"), "toy")
-    t = R.parse_document(doc("task", BPP, mAP=[0.2, 0.3, 0.4, 0.5], lpips=[0.3, 0.2, 0.1, 0.05]), Path("t.json"), "toy")
-    (analysis,) = R.analyse({"toy": [a, t]})
+    a = results.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("jpeg.json"), "toy")
+    t_doc = doc("task", BPP, mAP=[0.2, 0.3, 0.4, 0.5], lpips=[0.3, 0.2, 0.1, 0.05])
+    t = results.parse_document(t_doc, Path("t.json"), "toy")
+    (analysis,) = comparison.analyse({"toy": [a, t]})
     assert analysis.metrics == ["psnr-rgb", "mAP"]
     assert analysis.cell("task", "mAP").error == "anchor 'jpeg' has no 'mAP' curve"
     assert analysis.cell("task", "psnr-rgb") is None
@@ -143,18 +144,19 @@ def test_mismatched_metrics_name_the_anchor():
 
 
 def test_line_styles_by_family_anchor_dashed():
-    anchor = R.Entry("jpeg", "d", Path("jpeg.json"), family="SBAR")
-    styles = {f: R._style(R.Entry(f, "d", Path("x"), family=f), anchor, "k")["linestyle"] for f in R.FAMILIES}
+    anchor = results.Entry("jpeg", "d", Path("jpeg.json"), family="SBAR")
+    entries = {f: results.Entry(f, "d", Path("x"), family=f) for f in results.FAMILIES}
+    styles = {f: plots.line_style(e, anchor, "k")["linestyle"] for f, e in entries.items()}
     assert len(set(map(str, styles.values()))) == 4
-    assert R._style(anchor, anchor, "k")["linestyle"] == "--"
-    ref = R.Entry("ref", "d", Path("r.json"), reference=True)
-    assert R._style(ref, anchor, "k")["marker"] == "x"
+    assert plots.line_style(anchor, anchor, "k")["linestyle"] == "--"
+    ref = results.Entry("ref", "d", Path("r.json"), reference=True)
+    assert plots.line_style(ref, anchor, "k")["marker"] == "x"
 
 
 def test_monotone_fit_option_matches_bdrate():
-    a = R.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("jpeg.json"), "toy")
-    w = R.parse_document(doc("wobbly", BPP, psnr_rgb=[28.0, 31.0, 30.5, 37.0]), Path("w.json"), "toy")
-    (analysis,) = R.analyse({"toy": [a, w]}, monotone="fit")
+    a = results.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("jpeg.json"), "toy")
+    w = results.parse_document(doc("wobbly", BPP, psnr_rgb=[28.0, 31.0, 30.5, 37.0]), Path("w.json"), "toy")
+    (analysis,) = comparison.analyse({"toy": [a, w]}, monotone="fit")
     cell = analysis.cell("wobbly", "psnr-rgb")
     assert cell.error is None and cell.monotone_fit
     assert cell.value == bd_rate(a.curves["psnr-rgb"], w.curves["psnr-rgb"], monotone="fit").value
@@ -163,12 +165,12 @@ def test_monotone_fit_option_matches_bdrate():
 def test_relative_difference_over_common_range():
     a = _curve("a", BPP, PSNR, "psnr-rgb")
     t = _curve("t", [0.5, 1.0, 2.0, 4.0], [p + 2 for p in PSNR], "psnr-rgb")
-    x, d = R.relative_difference(a, t)
+    x, d = comparison.relative_difference(a, t)
     assert x.min() == pytest.approx(0.5) and x.max() == pytest.approx(2.0)
-    same = R.relative_difference(a, _curve("s", BPP, [p + 1.5 for p in PSNR], "psnr-rgb"))[1]
+    same = comparison.relative_difference(a, _curve("s", BPP, [p + 1.5 for p in PSNR], "psnr-rgb"))[1]
     np.testing.assert_allclose(same, 1.5, atol=1e-12)
     with pytest.raises(ValueError, match="no common bpp range"):
-        R.relative_difference(a, _curve("far", [3, 4], [40, 41], "psnr-rgb"))
+        comparison.relative_difference(a, _curve("far", [3, 4], [40, 41], "psnr-rgb"))
 
 
 def test_references_in_plots_and_bd_tables(tmp_path):
@@ -234,11 +236,11 @@ def test_nested_per_class_and_rate_key_override():
     d["results"].update(
         {"bits": [1, 2, 3, 4], "seg/mIoU": [0.1, 0.2, 0.3, 0.4], "per_class": {"seg/IoU": {"a": [0] * 4}}}
     )
-    e = R.parse_document(d, Path("m.json"), "x")
+    e = results.parse_document(d, Path("m.json"), "x")
     assert e.curves["seg/mIoU"].rates.tolist() == [1, 2, 3, 4] and set(e.per_class["seg/IoU"]) == {"a"}
     bad = doc("m", BPP, psnr_rgb=PSNR)
     bad["results"]["per_class"] = [1, 2]
-    assert "per_class must map" in R.parse_document(bad, Path("m.json"), "x").curve_errors["per_class"]
+    assert "per_class must map" in results.parse_document(bad, Path("m.json"), "x").curve_errors["per_class"]
 
 
 def test_malformed_results_json_is_one_error_naming_the_file(tmp_path):
@@ -249,18 +251,18 @@ def test_malformed_results_json_is_one_error_naming_the_file(tmp_path):
     assert res.returncode == 2
     assert "broken.json: not valid JSON" in res.stderr and "Traceback" not in res.stderr
     (root / "toy" / "broken.json").write_text(json.dumps({"name": "broken", "bpp": [1]}))
-    with pytest.raises(R.ResultsError, match=r"broken\.json: no 'results' object"):
-        R.load_roots([root])
+    with pytest.raises(results.ResultsError, match=r"broken\.json: no 'results' object"):
+        results.load_roots([root])
     (root / "toy" / "broken.json").write_text(json.dumps({"results": {"psnr-rgb": [30]}}))
-    with pytest.raises(R.ResultsError, match=r"broken\.json: results have no 'bpp' \(keys: psnr-rgb\)"):
-        R.load_roots([root])
+    with pytest.raises(results.ResultsError, match=r"broken\.json: results have no 'bpp' \(keys: psnr-rgb\)"):
+        results.load_roots([root])
 
 
 def test_anchor_choice(tmp_path):
     root = tmp_path / "res"
     write(root, "toy", doc("webp", BPP, psnr_rgb=PSNR))
     write(root, "toy", doc("avif", BPP, psnr_rgb=PSNR))
-    (a,) = R.analyse(R.load_roots([root]))
+    (a,) = comparison.analyse(results.load_roots([root]))
     assert a.anchor.name == "avif" and "no 'jpeg' here" in a.anchor_note
     res = bench("report", "--results", str(root), "--out", str(tmp_path / "rep"), "--anchor", "vtm", cwd=tmp_path)
     assert res.returncode == 2 and "anchor 'vtm' is in no dataset; methods: avif, webp" in res.stderr
@@ -291,7 +293,7 @@ def test_compressai_published_references_load():
     folder = assets_dir() / "reference_rd" / "compressai_kodak"
     if not folder.is_dir():
         pytest.skip(f"{folder} is not there")
-    ((_, entries),) = R.load_references([str(folder)])
+    ((_, entries),) = results.load_references([str(folder)])
     names = {e.name for e in entries}
     assert "JPEG" in names and "compressai-mbt2018_mse_cpu" in names  # repeated names -> stems
     elic = next(e for e in entries if e.name == "paper-elic2022_ms-ssim")
@@ -403,16 +405,17 @@ def test_failed_rows_and_older_files():
     """Failures keep a run out of the ranking; a file without ``complete`` is ranked only without failures or shard."""
     rows = [r for s in RB.SAMPLES[:2] for r in RB.sample_rows(s)]
     rows[1] = {**rows[1], "error": "ValueError: boom", "bpp": None}
-    d = R.parse_document(_run_doc(rows, RB.SAMPLES[:2]), Path("r/kodak/m.json"), "kodak")
+    d = results.parse_document(_run_doc(rows, RB.SAMPLES[:2]), Path("r/kodak/m.json"), "kodak")
     assert not d.rankable and d.not_ranked_reason() == "1 failed row" and d.failures == 1
     old = doc("old", BPP, psnr_rgb=PSNR, meta={"failures": [], "samples": 24})
-    entry = R.parse_document(old, Path("old.json"), "kodak")
+    entry = results.parse_document(old, Path("old.json"), "kodak")
     assert entry.complete is None and entry.rankable and entry.point_counts == {}
     bad = doc("bad", BPP, psnr_rgb=PSNR, meta={"failures": [{"sample": "a", "rate": 1, "error": "x"}] * 3})
-    assert R.parse_document(bad, Path("bad.json"), "kodak").not_ranked_reason() == "3 failed rows"
+    assert results.parse_document(bad, Path("bad.json"), "kodak").not_ranked_reason() == "3 failed rows"
     shard = doc("shard", BPP, psnr_rgb=PSNR, meta={"shard": "1/4", "samples": 24})
-    assert R.parse_document(shard, Path("s.json"), "kodak").not_ranked_reason() == "partial: shard 1/4"
-    (a,) = R.analyse({"kodak": [R.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("j.json"), "kodak"), entry]})
+    assert results.parse_document(shard, Path("s.json"), "kodak").not_ranked_reason() == "partial: shard 1/4"
+    jpeg = results.parse_document(doc("jpeg", BPP, psnr_rgb=PSNR), Path("j.json"), "kodak")
+    (a,) = comparison.analyse({"kodak": [jpeg, entry]})
     assert any("completeness not recorded (older results files): jpeg, old; ranked as complete" in n for n in a.notes)
     assert any("samples per rate point (n) not recorded" in n for n in a.notes)
 
@@ -454,7 +457,7 @@ def test_other_sample_sets_compare_over_shared_samples_from_rows(tmp_path):
     reference = RB.write_run(
         tmp_path / "ref", "coco", "jpeg4", [r for r in full if r["sample"] in shared], sample_set=shared
     )
-    ref = R.parse_document(json.loads(reference.read_text()), reference, "coco")
+    ref = results.parse_document(json.loads(reference.read_text()), reference, "coco")
     a, m = RB.by_hand(full, shared), RB.by_hand(mine, shared)
     assert ref.curves["psnr-rgb"].values.tolist() == pytest.approx(a["psnr-rgb"], abs=1e-12)  # lossless left out
     for metric in ("psnr-rgb", "ms-ssim-rgb"):
@@ -476,7 +479,7 @@ def test_other_sample_sets_compare_over_shared_samples_from_rows(tmp_path):
 
     # without the rows log nothing can be recomputed, and the cell says so
     (root / "coco" / "mine" / "cafe0123" / "rows.jsonl").unlink()
-    (analysis,) = R.analyse(R.load_roots([root]))
+    (analysis,) = comparison.analyse(results.load_roots([root]))
     err = analysis.cell("mine", "psnr-rgb").error
     assert "measured on other samples" in err and "rows log" in err and "is not there" in err
 
@@ -503,7 +506,7 @@ def test_total_bits_view_for_separate_streams(tmp_path):
         tasks=task,
         task_results=_det([0.3, 0.6, 1.2, 2.4]),
     )
-    (a,) = R.analyse(R.load_roots([root]))
+    (a,) = comparison.analyse(results.load_roots([root]))
     assert a.has_total_view
     res_m = json.loads((root / "coco" / "mbid.json").read_text())["results"]
     res_j = json.loads((root / "coco" / "jpeg.json").read_text())["results"]
@@ -525,7 +528,7 @@ def test_total_bits_view_for_separate_streams(tmp_path):
         abs=1e-9,
     )
     out = tmp_path / "rep"
-    assert R.main(["--results", str(root), "--out", str(out)]) == 0
+    assert report.main(["--results", str(root), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "### BD on total bits (every stream written: bpp_total)" in md
     assert (out / "coco" / "rd-total-psnr-rgb.png").stat().st_size > 5000

@@ -3,8 +3,9 @@
 Built from results folders (``<dataset>/<method>.json``): the repository's committed ``results/`` (unless
 ``--no-committed``) and every ``--results DIR``; a later folder's method replaces an earlier one's on the same dataset.
 Per dataset and quality axis, methods are ranked by BD-rate against the anchor (pairwise, as
-:func:`bench.report.bd_cells` computes it; a figure that cannot be computed is listed last with its reason), with
-family, ``bpp_source``, provenance (commit, config hash, versions) and links to the RD and relative-difference plots.
+:func:`bench.analysis.report.bd_cells` computes it; a figure that cannot be computed is listed last with its
+reason), with family, ``bpp_source``, provenance (commit, config hash, versions) and links to the RD and
+relative-difference plots.
 
 Tracks. A dataset's tracks are its human metrics and each task's headline metric (``meta.tasks[t].headline``, e.g.
 ``yolox-nano/mAP``, ``segmentation/mIoU``, ``frame-fidelity/top1``; every task metric when no headline is recorded);
@@ -17,8 +18,8 @@ sentence): ground truth, or fidelity (a reference made by the task itself from t
 
 Only complete runs without failed rows are ranked; the others are listed with the reason and, with
 ``--include-partial``, ranked and marked ``(partial)``. Figures between runs on other samples are over the samples
-both measured (:func:`bench.report.pairing`). The weights column names each learned method's distinct weight files
-(short SHA-256, published or locally trained with steps and device, the backbone a module was trained on).
+both measured (:func:`bench.analysis.report.pairing`). The weights column names each learned method's distinct
+weight files (short SHA-256, published or locally trained with steps and device, the backbone a module was trained on).
 
 The joint human + machine view is the Pareto set over (human BD-rate, machine BD-rate), both lower-is-better, the
 anchor at (0, 0): PSNR (or the first human axis) against each task's headline metric (``meta.tasks[t].headline``;
@@ -45,35 +46,39 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.bdrate import DEFAULT_MIN_OVERLAP
-from bench.report import (
-    LOSSLESS_RULE,
+from bench.analysis.bdrate import DEFAULT_MIN_OVERLAP
+from bench.analysis.comparison import (
     SAME_SAMPLES_RULE,
     TOTAL_BITS_NOTE,
     BDCell,
     DatasetAnalysis,
-    Entry,
-    ResultsError,
-    add_common_arguments,
     analyse,
-    attach_references,
-    axis_unit,
+    pick_anchor,
+    short_reason,
+)
+from bench.analysis.plots import write_plots
+from bench.analysis.report import (
+    add_common_arguments,
     cells_frame,
     counts_text,
     display_name,
+    lossless_text,
+    md_table,
+    short_commit,
+    versions_text,
+    weights_text,
+)
+from bench.analysis.results import (
+    LOSSLESS_RULE,
+    Entry,
+    ResultsError,
+    attach_references,
+    axis_unit,
     file_part,
     is_task_metric,
     load_references,
     load_roots,
-    lossless_text,
-    md_table,
     metric_label,
-    pick_anchor,
-    short_commit,
-    short_reason,
-    versions_text,
-    weights_text,
-    write_plots,
 )
 from bench.running.store import atomic_write_text
 
@@ -89,7 +94,9 @@ def _shown_path(path: object) -> str:
 
 def committed_results() -> Path:
     """The checkout's ``results/`` folder (editable install), else ``./results``."""
-    here = Path(__file__).resolve().parent.parent / "results"
+    from bench.resolvers import project_root
+
+    here = project_root() / "results"
     return here if here.is_dir() else Path("results")
 
 
@@ -835,7 +842,7 @@ def build(
     """Analyse, plot and write ``index.html``, ``leaderboard.md`` and ``leaderboard.csv`` into ``out``.
 
     Only complete runs without failures are ranked unless ``include_partial`` (then the others are ranked too,
-    marked partial); see :func:`bench.report.analyse`.
+    marked partial); see :func:`bench.analysis.report.analyse`.
     """
     analyses = analyse(
         by_dataset, anchor=anchor, monotone=monotone, min_overlap=min_overlap, include_partial=include_partial

@@ -36,9 +36,9 @@ import bjontegaard
 import numpy as np
 import pandas as pd
 
+from bench.analysis.rdcurves import RDCurve
 from bench.metrics import registry
 from bench.metrics.registry import Metric
-from bench.rdcurves import RDCurve
 
 Method = Literal["pchip", "akima", "cubic"]
 Monotone = Literal["refuse", "fit"]
