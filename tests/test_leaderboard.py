@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import results_builder as RB
 
-from bench.analysis import comparison, report, results
+from bench.analysis import comparison, rankings, report, results
 from bench.analysis import leaderboard as L
 from bench.analysis.bdrate import bd_rate
 from bench.analysis.rdcurves import RDCurve
@@ -114,13 +114,13 @@ def board(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
 def test_ranking_is_bd_rate_against_the_anchor(board):
     root, _, res = board
     (coco,) = comparison.analyse(results.load_roots([root], ["coco"]))
-    order = [(r.rank, r.entry.name) for r in L.ranking(coco, "psnr-rgb")]
+    order = [(r.rank, r.entry.name) for r in rankings.ranking(coco, "psnr-rgb")]
     assert order == [(1, "alpha"), (2, "beta"), (3, "jpeg"), (4, "gamma"), (None, "delta")]
     anchor = RDCurve("jpeg", np.array(BPP), np.array(PSNR), "psnr-rgb")
-    for r in L.ranking(coco, "psnr-rgb"):
+    for r in rankings.ranking(coco, "psnr-rgb"):
         if r.rank and not r.anchor:
             assert r.bd_rate == bd_rate(anchor, r.entry.curves["psnr-rgb"]).value
-    machine = {r.entry.name: r.bd_rate for r in L.ranking(coco, "detection/mAP")}
+    machine = {r.entry.name: r.bd_rate for r in rankings.ranking(coco, "detection/mAP")}
     assert machine["beta"] == pytest.approx(-30.0, abs=1e-9) and machine["gamma"] == pytest.approx(20.0, abs=1e-9)
     assert "coco psnr-rgb: 1. alpha (-20.00%), 2. beta (-10.00%), 3. jpeg (+0.00%), 4. gamma (+10.00%)" in res.stdout
 
@@ -130,15 +130,15 @@ def test_joint_views_are_pareto_sets(board):
     coco, toy = comparison.analyse(results.load_roots([root]))
     assert coco.metrics == ["psnr-rgb", "detection/mAP", "detection/mAP50"]
     assert not [n for n in coco.notes if "quality axes" in n]  # detection/n: no axis
-    assert L.joint_axes(coco) == [("psnr-rgb", "detection/mAP")]  # human + the task's headline metric
-    flags = {p.entry.name: p.pareto for p in L.joint_view(coco, "psnr-rgb", "detection/mAP")}
+    assert rankings.joint_axes(coco) == [("psnr-rgb", "detection/mAP")]  # human + the task's headline metric
+    flags = {p.entry.name: p.pareto for p in rankings.joint_view(coco, "psnr-rgb", "detection/mAP")}
     assert flags == {"alpha": True, "beta": True, "jpeg": False, "gamma": False, "delta": False}
-    assert L.joint_axes(toy) == [("psnr-rgb", "ms-ssim-rgb")]  # human only: PSNR x MS-SSIM
-    flags = {p.entry.name: p.pareto for p in L.joint_view(toy, "psnr-rgb", "ms-ssim-rgb")}
+    assert rankings.joint_axes(toy) == [("psnr-rgb", "ms-ssim-rgb")]  # human only: PSNR x MS-SSIM
+    flags = {p.entry.name: p.pareto for p in rankings.joint_view(toy, "psnr-rgb", "ms-ssim-rgb")}
     assert flags == {"odd": True, "fast": True, "jpeg": False, "worse": False}
     odd = toy.cell("odd", "ms-ssim-rgb").value
     assert odd == pytest.approx(-10.0, abs=1e-6) and toy.cell("odd", "psnr-rgb").value == pytest.approx(-22.0, abs=1e-6)
-    assert L.pareto_front([(0, 0), (1, -1), (1, 1), (0, 0)]) == [True, True, False, True]
+    assert rankings.pareto_front([(0, 0), (1, -1), (1, 1), (0, 0)]) == [True, True, False, True]
 
 
 def test_pages_link_plots_and_show_provenance(board):
@@ -165,7 +165,7 @@ def test_later_results_folder_replaces_a_method(tmp_path, board):
     assert any("worse" in n and "replaces" in n for n in notes)
     (toy,) = comparison.analyse({"toy": by_dataset["toy"]})
     assert toy.cell("worse", "psnr-rgb").value == pytest.approx(-50.0, abs=1e-9)
-    assert L.committed_results() == REPO / "results"
+    assert rankings.committed_results() == REPO / "results"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -214,14 +214,15 @@ def test_task_and_video_tracks_are_ranked_with_protocol_and_sample_count(tmp_pat
     clips, coco = board.analyses
 
     assert clips.anchor.name == "h264" and clips.anchor_note is None  # video anchor, though av1 comes first by name
-    assert L.track_metrics(clips) == ["psnr-rgb", "psnr-yuv420", "frame-fidelity/top1"]  # top5: not the headline
+    assert rankings.track_metrics(clips) == ["psnr-rgb", "psnr-yuv420", "frame-fidelity/top1"]  # top5: not the headline
     assert all(e.media == "video" for e in clips.entries)
     assert not [n for n in clips.notes if "quality axes" in n]  # kbps, frames: no "ignored" note
     for metric in ("psnr-yuv420", "frame-fidelity/top1"):
-        ranked = [(r.rank, r.entry.name, round(r.bd_rate, 9)) for r in L.ranking(clips, metric)]
+        ranked = [(r.rank, r.entry.name, round(r.bd_rate, 9)) for r in rankings.ranking(clips, metric)]
         assert ranked == [(1, "h265", -20.0), (2, "h264", 0.0), (3, "av1", 25.0)]
-    assert L.track_metrics(coco) == ["psnr-rgb", "detection/mAP"] and L.other_task_metrics(coco) == ["detection/mAP50"]
-    assert [(r.rank, r.entry.name) for r in L.ranking(coco, "detection/mAP")] == [(1, "webp"), (2, "jpeg")]
+    assert rankings.track_metrics(coco) == ["psnr-rgb", "detection/mAP"]
+    assert rankings.other_task_metrics(coco) == ["detection/mAP50"]
+    assert [(r.rank, r.entry.name) for r in rankings.ranking(coco, "detection/mAP")] == [(1, "webp"), (2, "jpeg")]
 
     md = board.markdown.read_text()
     assert "4 clips: a small sample, figures are indicative" in md
@@ -237,7 +238,7 @@ def test_task_and_video_tracks_are_ranked_with_protocol_and_sample_count(tmp_pat
 
 
 def test_committed_results_build_a_leaderboard(tmp_path):
-    by_dataset, _ = L.load_with_overrides([L.committed_results()])
+    by_dataset, _ = L.load_with_overrides([rankings.committed_results()])
     board = L.build(by_dataset, tmp_path / "lb", sources=["results"])
     analyses = {a.dataset: a for a in board.analyses}
     assert {"kodak", "coco", "cityscapes", "ucf101"} <= set(analyses)
@@ -245,10 +246,10 @@ def test_committed_results_build_a_leaderboard(tmp_path):
     for dataset, headline in headlines.items():
         a = analyses[dataset]
         assert a.anchor is not None and a.anchor.name == ("h264" if dataset == "ucf101" else "jpeg"), a.anchor_note
-        assert headline in L.track_metrics(a), L.track_metrics(a)
+        assert headline in rankings.track_metrics(a), rankings.track_metrics(a)
         human = "psnr-yuv420" if dataset == "ucf101" else "psnr-rgb"
-        assert sum(r.rank is not None for r in L.ranking(a, human)) >= 4, dataset
-    rows = L.ranking(analyses["coco"], "yolox-nano/mAP")  # each codec ranked, or listed with why not (overlap...)
+        assert sum(r.rank is not None for r in rankings.ranking(a, human)) >= 4, dataset
+    rows = rankings.ranking(analyses["coco"], "yolox-nano/mAP")  # each codec ranked, or listed with why not
     assert len(rows) == 6 and all(r.rank or r.error for r in rows) and rows[0].rank == 1
     md = board.markdown.read_text()
     assert "158 images (full evaluation set: 5000)" in md and "4 clips (full evaluation set: 3783)" in md
@@ -423,9 +424,9 @@ def test_total_bits_joint_view_for_an_mbid_method(tmp_path):
     by_dataset, _ = L.load_with_overrides([root])
     board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
     (coco,) = board.analyses
-    assert L.total_joint_axes(coco) == [("psnr-rgb", "detection/mAP")]
-    points = {p.entry.name: p for p in L.joint_view(coco, "psnr-rgb", "detection/mAP", total=True)}
-    own = {p.entry.name: p for p in L.joint_view(coco, "psnr-rgb", "detection/mAP")}
+    assert rankings.total_joint_axes(coco) == [("psnr-rgb", "detection/mAP")]
+    points = {p.entry.name: p for p in rankings.joint_view(coco, "psnr-rgb", "detection/mAP", total=True)}
+    own = {p.entry.name: p for p in rankings.joint_view(coco, "psnr-rgb", "detection/mAP")}
     assert own["mbid"].x == pytest.approx(-10.0, abs=1e-6) and own["mbid"].y == pytest.approx(-50.0, abs=1e-6)
     res_m = json.loads((root / "coco" / "mbid.json").read_text())["results"]
     res_j = json.loads((root / "coco" / "jpeg.json").read_text())["results"]
@@ -440,7 +441,8 @@ def test_total_bits_joint_view_for_an_mbid_method(tmp_path):
     plot = board.total_joint_plots[("coco", "psnr-rgb", "detection/mAP")]
     assert plot.name == "joint-total-psnr-rgb-detection_mAP.png" and plot.stat().st_size > 5000
     assert 'id="jt-coco-psnr-rgb-detection-mAP"' in board.html.read_text()
-    assert not L.total_joint_axes(comparison.analyse({"coco": [e for e in by_dataset["coco"] if e.name == "jpeg"]})[0])
+    jpeg_only = comparison.analyse({"coco": [e for e in by_dataset["coco"] if e.name == "jpeg"]})[0]
+    assert not rankings.total_joint_axes(jpeg_only)
 
 
 def test_task_caption_in_the_tasks_own_words(tmp_path):
@@ -453,13 +455,13 @@ def test_task_caption_in_the_tasks_own_words(tmp_path):
     for name in ("jpeg", "webp"):
         RB.write_run(root, "kodak", name, rows, sample_set=RB.SAMPLES, tasks=tasks, task_results=results)
     (a,) = comparison.analyse(L.load_with_overrides([root])[0])
-    caption = L.dataset_caption(a)
+    caption = rankings.dataset_caption(a)
     assert f"task matching: fidelity protocol — {description}" in caption
     assert "agreement with the network's output" not in caption and "matching/n = 6 at every point" in caption
-    assert L.track_label(a, "matching/mAP") == "matching/mAP, fidelity protocol"
+    assert rankings.track_label(a, "matching/mAP") == "matching/mAP, fidelity protocol"
     note = {**tasks["matching"], "protocol_note": "retrieval of each query's uncompressed image"}
-    assert L.protocol_note(note, "matching") == "retrieval of each query's uncompressed image"
-    assert L.protocol_note({"protocol": "fidelity"}) == L.PROTOCOL_NOTES["fidelity"]
+    assert rankings.protocol_note(note, "matching") == "retrieval of each query's uncompressed image"
+    assert rankings.protocol_note({"protocol": "fidelity"}) == rankings.PROTOCOL_NOTES["fidelity"]
 
 
 def test_lossless_rows_in_the_caption(tmp_path):
