@@ -1,0 +1,69 @@
+"""Shipped checkpoints are found from any working directory, verified against their sidecars, and overridable."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.resolvers import checkpoints_root, project_checkpoints
+
+
+def bench(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env or dict(os.environ), capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def elsewhere(tmp_path: Path, photos) -> Path:
+    """A working directory far from the checkout, with one small photograph in ``images/``."""
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.ascontiguousarray(photos["astronaut"][::4, ::4])).save(tmp_path / "images" / "a.png")
+    return tmp_path
+
+
+def test_the_project_checkpoints_are_the_default_wherever_the_run_starts(monkeypatch):
+    monkeypatch.delenv("HMC_BENCH_CHECKPOINTS", raising=False)
+    assert Path(checkpoints_root()) == project_checkpoints()
+    assert (project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.json").is_file()
+
+
+def test_list_fetch_and_run_from_another_folder(elsewhere):
+    pytest.importorskip("compressai")
+    env = {k: v for k, v in os.environ.items() if k != "HMC_BENCH_CHECKPOINTS"}
+    fetched = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert f"ready in {project_checkpoints() / 'bmshj2018-hyperprior-ours'}" in fetched.stdout
+    run = bench(
+        "run", "method=bmshj2018-hyperprior-ours", "method.rates=[1]", "dataset=folder", "dataset.root=images",
+        "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((elsewhere / "out" / "folder-images" / "bmshj2018-hyperprior-ours.json").read_text())
+    (entry,) = doc["meta"]["weights"]
+    sidecar = json.loads((project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.json")
+                         .read_text())  # fmt: skip
+    assert entry["sha256"] == sidecar["sha256"] and doc["results"]["bpp"][0] > 0
+
+
+def test_a_corrupt_copy_fails_fetch_and_the_override_points_elsewhere(elsewhere):
+    copy = elsewhere / "ckpt" / "bmshj2018-hyperprior-ours"
+    copy.mkdir(parents=True)
+    for name in ("bmshj2018-hyperprior-mse-q1.pth", "bmshj2018-hyperprior-mse-q1.json"):
+        shutil.copy(project_checkpoints() / "bmshj2018-hyperprior-ours" / name, copy / name)
+    with open(copy / "bmshj2018-hyperprior-mse-q1.pth", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00\x01")
+    env = {**os.environ, "HMC_BENCH_CHECKPOINTS": str(elsewhere / "ckpt")}
+    res = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, env=env)
+    assert res.returncode == 2
+    assert "does not match" in res.stderr and str(copy / "bmshj2018-hyperprior-mse-q1.pth") in res.stderr
