@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -60,15 +59,13 @@ def pixel_sha256(path: Path) -> str:
 
 def download(url: str, target: Path, timeout: float = 30.0) -> None:
     """Download ``url`` to ``target`` atomically; offline, one clear error naming the URL and the folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    from bench.io.files import atomic_target
+
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with atomic_target(target) as tmp, open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while chunk := resp.read(1 << 16):
                 out.write(chunk)
-        os.replace(tmp, target)
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         reason = getattr(exc, "reason", exc)
         raise FetchError(
             f"cannot download {url} ({reason}). This machine may be offline: download the files "

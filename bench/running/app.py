@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import provenance
 from bench.datasets.base import DatasetUnavailable, ImageDataset, Sample
+from bench.devices import resolve_device
 from bench.methods.base import HUMAN, Method, MethodUnavailable
 from bench.running import jobs, keys
 from bench.running.evaluation import evaluate_task
@@ -28,15 +29,6 @@ jobs.register_resolver()  # the default launcher config sizes n_jobs with it
 
 class UserError(RuntimeError):
     """A problem the user can fix; printed as one message, no traceback."""
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` is CUDA when torch sees a GPU, else the CPU; anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def parse_shard(value: Any) -> tuple[int, int] | None:

@@ -147,14 +147,10 @@ def run_identity(
 
 def resolved_task_device(task_cfg: Mapping[str, Any]) -> str | None:
     """The device a task config asks for, ``auto`` resolved as the tasks resolve it (CUDA when torch sees one)."""
+    from bench.devices import resolve_device
+
     device = task_cfg.get("device")
-    if device != "auto":
-        return device
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device if device is None else resolve_device(device)
 
 
 def task_identity(task_cfg: Mapping[str, Any], task: Any) -> dict[str, Any]:

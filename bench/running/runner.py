@@ -14,7 +14,6 @@ import logging
 import math
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -27,6 +26,7 @@ import numpy as np
 
 from bench.datasets.base import ImageDataset, Sample
 from bench.io.digests import array_sha256
+from bench.io.files import atomic_write_bytes
 from bench.methods.base import HUMAN, Bitstream, HeadPrediction, Method
 from bench.metrics import registry
 from bench.metrics import video as VM
@@ -105,16 +105,8 @@ class BitstreamCache:
             )
         except TypeError:
             return  # info that JSON cannot hold: not cached, encoded again next time
-        path = self.path(image_digest, rate)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(header.encode() + b"\n" + b"".join(bytes(b) for b in bitstream.streams.values()))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        data = header.encode() + b"\n" + b"".join(bytes(b) for b in bitstream.streams.values())
+        atomic_write_bytes(self.path(image_digest, rate), data)
 
 
 @dataclass

@@ -20,13 +20,13 @@ import fcntl
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bench.io.files import atomic_write_text
 from bench.running.keys import RowStamp
 
 #: per-sample columns averaged into the aggregate, in CompressAI's key names
@@ -39,20 +39,6 @@ PER_RATE = ("kmac_enc", "kmac_dec")
 #: how many samples stand behind each rate point, and why the others do not
 COUNTS = ("n", "n_failed", "n_undefined", "n_lossless")
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RowLog:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.io.files import atomic_torch_save
 from bench.training.data import CropSampler, TrainDataError, list_images, scan_images
 
 log = logging.getLogger("bench.train")
@@ -132,9 +133,10 @@ def parameter_groups(net: torch.nn.Module) -> tuple[list[torch.nn.Parameter], li
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    """The torch device to train on (``auto`` as :func:`bench.devices.resolve_device` resolves it)."""
+    from bench.devices import resolve_device as resolved
+
+    return torch.device(resolved(device))
 
 
 # --- validation --------------------------------------------------------------------
@@ -179,12 +181,6 @@ def validate(
 
 
 # --- checkpoints ------------------------------------------------------------------
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -330,7 +326,7 @@ class Trainer:
     def save(self, name: str = "last.pt") -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / name
-        _atomic_save(self.state(), path)
+        atomic_torch_save(self.state(), path)
         log.info("step %d: checkpoint %s", self.step, path)
         return path
 

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from bench.io.digests import file_sha256
+from bench.io.files import atomic_torch_save
 from bench.provenance import installed_versions
 from bench.training.weights import ChecksumMismatch, sidecar_of, verified_sidecar
 
@@ -116,9 +117,7 @@ def export_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or f"{cfg['model']}-{cfg['metric']}-q{cfg['quality']}"
     weights = out_dir / f"{stem}.pth"
-    tmp = weights.with_name(weights.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, weights)
+    atomic_torch_save(state, weights)
     val = _validation_record(run_dir, ckpt["step"])
     init = ckpt.get("init")
     if init is None and cfg.get("init_from"):  # a checkpoint from before runs recorded their start

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.io.files import atomic_torch_save, atomic_write_text
+
 #: state-dict key parts whose tensors stay as trained (their CDF tables derive from them)
 FULL_PRECISION = ("entropy_bottleneck", "gaussian_conditional", "entropy_models")
 MODULE_FORMAT = "hmc-bench-module/1"
@@ -94,7 +96,6 @@ def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
 
 def export_module(run_model: str | os.PathLike, dest: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``dest`` (a file, or a folder to hold ``model.pt``) and its sidecar from a run's ``model.pt``."""
-    import torch
 
     from bench.training.loop import load_checkpoint
     from bench.training.weights import sidecar_of
@@ -104,11 +105,9 @@ def export_module(run_model: str | os.PathLike, dest: str | os.PathLike) -> tupl
     if target.is_dir() or not target.suffix:
         target = target / "model.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(shippable(ckpt["state_dict"]), tmp)
-    os.replace(tmp, target)
+    atomic_torch_save(shippable(ckpt["state_dict"]), target)
     side = sidecar_of(target)
-    side.write_text(json.dumps(sidecar_record(ckpt, target), indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(side, json.dumps(sidecar_record(ckpt, target), indent=2, sort_keys=True, default=str) + "\n")
     return target, side
 
 

@@ -94,6 +94,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.io.files import atomic_torch_save
+
 if TYPE_CHECKING:
     import torch
     from omegaconf import DictConfig
@@ -370,14 +372,6 @@ def _optimizer(kind: str, params: list[Any], lr: float, weight_decay: float) -> 
 # --- checkpoints -----------------------------------------------------------------
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """A training checkpoint, loaded with ``weights_only=True`` (no pickled code)."""
     import torch
@@ -506,7 +500,7 @@ def train(
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             },
         }
-        _atomic_save(state, last)
+        atomic_torch_save(state, last)
         with open(out / "history.jsonl", "a") as fh:
             for row in history:
                 fh.write(json.dumps(row) + "\n")
@@ -585,12 +579,12 @@ def train(
             log.info("validation after %s: %s", stage.name, _fmt(result.validation[stage.name]))
         final = {"format": CHECKPOINT_FORMAT, "config": config, "validation": result.validation, "stage": stage.name}
         final["provenance"] = stamped()
-        _atomic_save({**final, "state_dict": model.state_dict()}, out / f"{stage.name}.pt")
+        atomic_torch_save({**final, "state_dict": model.state_dict()}, out / f"{stage.name}.pt")
         checkpoint(index + 1, 0, None, None, None)
         saved = {}
     final = {"format": CHECKPOINT_FORMAT, "config": config, "validation": result.validation, "stage": names[-1]}
     final["provenance"] = stamped()
-    _atomic_save({**final, "state_dict": model.state_dict()}, out / "model.pt")
+    atomic_torch_save({**final, "state_dict": model.state_dict()}, out / "model.pt")
     (out / "validation.json").write_text(json.dumps(result.validation, indent=2, sort_keys=True))
     result.finished = True
     return result
@@ -654,8 +648,9 @@ def train_job(cfg: DictConfig) -> TrainResult:
     from omegaconf import OmegaConf
 
     from bench.datasets.base import DatasetUnavailable
+    from bench.devices import resolve_device
     from bench.methods.base import MethodUnavailable
-    from bench.running.app import UserError, build_tasks, resolve_device
+    from bench.running.app import UserError, build_tasks
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
