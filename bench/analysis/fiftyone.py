@@ -24,14 +24,12 @@ export stops with one message saying so.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from bench.running.keys import RowStamp
+from bench.running.recorded import RecordedRun, RunFileError
 from bench.running.store import RowLog
 
 log = logging.getLogger(__name__)
@@ -55,100 +54,10 @@ KEYPOINT_KINDS = ("face_landmarks", "face_mesh", "pose_keypoints")
 
 
 class ExportError(RuntimeError):
-    """A problem the user can fix (no database, not a results file); printed as one message."""
+    """A problem the user can fix (no database); printed as one message."""
 
 
 # --------------------------------------------------------------------------- the run
-
-
-@dataclass
-class Run:
-    """A finished run as its results JSON describes it."""
-
-    json_path: Path
-    document: dict[str, Any]
-
-    @property
-    def meta(self) -> dict[str, Any]:
-        return self.document["meta"]
-
-    @property
-    def results_root(self) -> Path:
-        return self.json_path.parent.parent
-
-    @property
-    def rows(self) -> RowLog:
-        return RowLog(self.results_root / self.meta["rows"])
-
-    @property
-    def rates(self) -> list[Any]:
-        return list(self.document["results"]["rate"])
-
-    @classmethod
-    def load(cls, path: str | Path) -> Run:
-        path = Path(path)
-        if path.is_dir():
-            found = sorted(path.glob("*.json"))
-            if len(found) != 1:
-                names = ", ".join(p.name for p in found) or "none"
-                raise ExportError(f"{path}: name one results JSON of this folder (found: {names})")
-            path = found[0]
-        if not path.is_file():
-            raise ExportError(f"{path}: no such results file (expected <results_dir>/<dataset>/<method>.json)")
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ExportError(f"{path}: not a results JSON ({exc})") from exc
-        config = (document.get("meta") or {}).get("config") if isinstance(document, dict) else None
-        if not isinstance(config, dict) or "method" not in config or "dataset" not in config:
-            raise ExportError(f"{path}: no meta.config.method/dataset: not a results JSON written by `bench run`")
-        run = cls(path, document)
-        if not run.rows.path.is_file():
-            raise ExportError(f"{path}: its rows {run.rows.path} are missing (moved without their folder?)")
-        return run
-
-    def method(self) -> Any:
-        from hydra.utils import instantiate
-
-        cfg = dict(self.meta["config"]["method"])
-        device = cfg.pop("device", None)  # recorded by earlier versions in the method config
-        device = ((self.meta.get("identity") or {}).get("device") or {}).get("device", device)
-        method = instantiate(cfg)
-        if device is not None and hasattr(method, "device"):
-            method.device = device
-        return method
-
-    def dataset(self) -> Any:
-        from hydra.utils import instantiate
-
-        return instantiate(dict(self.meta["config"]["dataset"]))
-
-    def tasks(self) -> list[tuple[Any, RowLog, RowLog]]:
-        """Each task of the run with its prediction rows and its rows on the uncompressed images."""
-        from hydra.utils import instantiate
-
-        out = []
-        for name, conf in (self.meta["config"].get("tasks") or {}).items():
-            where = (self.meta.get("tasks") or {}).get(name) or {}
-            if "rows" not in where:
-                raise ExportError(
-                    f"{self.json_path}: task {name!r} does not say where its rows are (results written by an "
-                    "earlier harness version): run the sweep again"
-                )
-            predictions = RowLog(self.results_root / where["rows"])
-            reference = RowLog(self.results_root / where["reference_rows"])
-            out.append((instantiate(dict(conf)), predictions, reference))
-        return out
-
-    def stamp(self) -> RowStamp:
-        """Which rows belong to this run: its samples' content and its rate points' weights."""
-        contents = (self.meta.get("sample_set") or {}).get("contents")
-        if contents is None:
-            raise ExportError(
-                f"{self.json_path}: no sample contents in meta (results written by an earlier harness version): "
-                "run the sweep again"
-            )
-        return RowStamp(contents, self.meta.get("rate_weights") or {})
 
 
 # --------------------------------------------------------------------------- labels
@@ -328,7 +237,7 @@ def export_run(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Build the FiftyOne dataset of one run (see the module docstring); returns a summary with its ``name``."""
-    run = Run.load(results)
+    run = RecordedRun.load(results)
     fo = connect()
     method, dataset, tasks = run.method(), run.dataset(), run.tasks()
     name = name or f"hmc-bench/{run.meta.get('dataset', dataset.name)}/{method.name}"
@@ -430,7 +339,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         summary = export_run(args.results, args.out, args.name, args.rates, args.limit, args.cache_dir, args.overwrite)
-    except ExportError as exc:
+    except (ExportError, RunFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

@@ -187,6 +187,11 @@ def _predict_rows(task: Task, sample: Sample, items: list[tuple[Any, dict[str, A
     return rows
 
 
+def stream_digests(bitstream: Bitstream) -> dict[str, str]:
+    """SHA-256 of each stream's bytes: a conformance record of what was written."""
+    return {name: hashlib.sha256(bytes(data)).hexdigest() for name, data in bitstream.streams.items()}
+
+
 class TargetDecoder:
     """Decodes what each target receives from one bitstream: only its streams, once per stream set."""
 
@@ -306,6 +311,7 @@ def measure_sample(
         if str(rate) in human_rates:
             row = {**base, "encoding_time": encoding_time, "encode_peak_mib": encode_peak.mib}
             row["bytes_by_stream"] = {name: len(data) for name, data in written.streams.items()}
+            row["stream_sha256"] = stream_digests(written)  # what `bench verify` checks a re-encode against
             row["bpp_total"] = VM.rate_columns(written.num_bytes(), image)["bpp"]  # every stream a deployment sends
             try:
                 reconstruction, row["bytes"], row["decoding_time"] = decoder.for_target(HUMAN)
