@@ -10,22 +10,28 @@ returning the prediction (:class:`HeadPrediction`) in the task's own format.
 The head follows Torfason's cResNet: a ResNet whose first stages are cut and
 replaced by a layer reading the compressed representation. Here it is an
 adapter from ŷ (M channels at 1/16 resolution) to the task network's
-features at ``split`` (:func:`bench.methods.latent_scalable.latent_transform`),
-then a trainable copy of the task network's stages after ``split``
-(classification: pooled logits; segmentation: logits upsampled to the
-image). Every target is charged the whole stream.
+features at its cut (:func:`bench.methods.latent_scalable.latent_transform`,
+resampled onto the grid of the network's input where the task resizes its
+input), then a trainable copy of the task network's back half
+(:meth:`bench.methods.task_split.SplitTaskNetwork.trainable_back`), which
+predicts in the task's own format. Torfason's tasks are classification and
+semantic segmentation; the default task is ESPNet (Cityscapes segmentation,
+cut at ``level3``), YOLOX-Nano (``task=yolox-nano``) and torchvision
+networks with their weights (``task=resnet50 method.split=layer3``) work
+too. Every target is charged the whole stream.
 
 Training as Torfason: the head on the frozen codec (stage ``head``), then
 optionally codec and head jointly (stage ``joint``: R + λ·D + γ·task loss).
-Without labels for the training images the task loss is distillation from
-the frozen task network on the uncompressed image (KL divergence of the
-class, or per-pixel class, distributions); Torfason used ImageNet labels.
+Without labels for the training images the task loss is distillation of the
+frozen task network's raw outputs on the uncompressed image (segmenters and
+classifiers: KL divergence of the per-pixel or per-image class
+distributions; detectors: the raw-head distillation of
+:mod:`bench.tasks.losses`); Torfason used ImageNet labels.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +40,8 @@ import numpy as np
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
 from bench.methods.checkpoint_files import CheckpointSet
 from bench.methods.compressai_codecs import MIN_DIV, CompressAICodec
-from bench.methods.latent_scalable import LATENT_STRIDE, crop_to_image, latent_transform
-from bench.methods.task_split import SplitTaskNetwork, _named_stages
+from bench.methods.latent_scalable import latent_transform, task_features
+from bench.methods.task_split import SplitTaskNetwork
 from bench.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -84,24 +90,13 @@ class LatentHead:
     """Factory of the head modules (built lazily: torch is imported on first use)."""
 
     @staticmethod
-    def build(task: Task, split: str, latent_channels: int, hidden: int) -> torch.nn.Module:
-        """Adapter (ŷ -> features at ``split``) + a trainable copy of the task network after ``split``."""
+    def build(split: SplitTaskNetwork, latent_channels: int, hidden: int) -> torch.nn.Module:
+        """Adapter (ŷ -> features at the cut) + a trainable copy of the task network's back half."""
         from torch import nn
 
-        frozen = SplitTaskNetwork(task, split)
-        stages, _ = _named_stages(frozen.network, task.kind)
-        names = [n for n, _ in stages]
-        if split not in names:
-            raise ValueError(f"task {task.name!r}: no module {split!r} to split after; choose from {names}")
-        net = copy.deepcopy(frozen.network)
-        for name in names[: names.index(split) + 1]:  # the adapter replaces the front: drop its weights
-            parent, _, child = name.rpartition(".")
-            setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())
-        for p in net.parameters():
-            p.requires_grad_(True)
         head = nn.Module()
-        head.adapter = latent_transform(latent_channels, hidden, frozen.channels, frozen.stride)
-        head.net = net.train()
+        head.adapter = latent_transform(latent_channels, hidden, split.channels, split.stride)
+        head.back = split.trainable_back()
         return head
 
 
@@ -126,7 +121,7 @@ class CompressedDomain(Method):
         name: str,
         rates: Sequence[int],
         machine_task: Task | None = None,
-        split: str = "layer3",
+        split: str | None = None,
         arch: str = "bmshj2018-hyperprior",
         metric: str = "mse",
         codec_checkpoints: Mapping[Any, str] | str | None = None,
@@ -160,15 +155,27 @@ class CompressedDomain(Method):
 
     def task_name(self) -> str:
         if self.machine_task is None:
-            raise MethodUnavailable(f"{self.name}: no machine task configured (run with task=<a torchvision task>)")
+            raise MethodUnavailable(
+                f"{self.name}: no machine task configured (run with task=<espnet, yolox-nano, ...>)"
+            )
         return self.machine_task.name
+
+    def served_tasks(self) -> list[str]:
+        """The task the head is trained for (the method's ``machine_task``)."""
+        return [] if self.machine_task is None else [self.machine_task.name]
+
+    @property
+    def split_network(self) -> SplitTaskNetwork:
+        """The frozen task network cut at ``split`` (the teacher; its back is what heads copy)."""
+        if self._split_net is None or self._split_net.task is not self.machine_task:
+            self.task_name()
+            self._split_net = SplitTaskNetwork(self.machine_task, self.split)
+        return self._split_net
 
     # --- networks --------------------------------------------------------------------
     def new_head(self, latent_channels: int) -> torch.nn.Module:
         """An untrained head (training starts here) for a latent of ``latent_channels``."""
-        if self.machine_task is None:
-            self.task_name()
-        return LatentHead.build(self.machine_task, self.split, latent_channels, self.head_channels)
+        return LatentHead.build(self.split_network, latent_channels, self.head_channels)
 
     def set_networks(self, quality: int, codec: Any, head: Any) -> None:
         """Use ``codec`` and ``head`` for ``quality`` (the codec's entropy tables are built here)."""
@@ -207,15 +214,15 @@ class CompressedDomain(Method):
         return self.codec.network(quality)
 
     def head_split(self, head: Any) -> SplitTaskNetwork:
-        """The head's own network stages as a split network (its back half runs after the adapter)."""
-        return SplitTaskNetwork(self.machine_task, self.split, network=head.net)
+        """The task network cut as the teacher, with the head's own back half in place of the frozen one."""
+        return SplitTaskNetwork(self.machine_task, self.split_network.split, back=head.back)
 
     def unavailable_reason(self) -> str | None:
         try:
             self.task_name()
         except MethodUnavailable as exc:
             return str(exc)
-        why = self.machine_task.unavailable_reason()
+        why = self.machine_task.unavailable_reason() or self.split_network.unavailable_reason()
         if why:
             return f"{self.name}: machine task {self.task_name()!r} cannot run: {why}"
         missing = [q for q in self.rates if q not in self._heads]
@@ -233,10 +240,8 @@ class CompressedDomain(Method):
         head = self.head(quality)
         split = self.head_split(head)
         with torch.inference_mode():
-            features = head.adapter(y_hat.to(self.device))
-            stride = LATENT_STRIDE * y_hat.shape[-1] // features.shape[-1]
-            features = crop_to_image(features, height, width, stride, MIN_DIV)
-            return split.predictions(split.back(features, (height, width)))[0]
+            features = task_features(head.adapter, y_hat.to(self.device), split, (height, width), MIN_DIV)
+            return split.predictions(split.back(features, (height, width)), (height, width))[0]
 
     def decode(self, bitstream: Bitstream, target: str = HUMAN) -> np.ndarray | HeadPrediction:
         if target == HUMAN:
@@ -250,9 +255,7 @@ class CompressedDomain(Method):
         return HeadPrediction(self.head_prediction(header.quality, y_hat, header.height, header.width))
 
     def versions(self) -> dict[str, str]:
-        import torchvision
-
-        return {**self.codec.versions(), "torchvision": torchvision.__version__}
+        return self.codec.versions()
 
     # --- training ----------------------------------------------------------------------
     def training_recipe(self, rate: int, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Any:
@@ -267,14 +270,14 @@ class CompressedDomain(Method):
         from torch import nn
 
         from bench.methods.latent_scalable import adopt_task, rate_lambda, validation_figures
-        from bench.methods.learned_losses import bits_per_pixel, distillation
+        from bench.methods.learned_losses import bits_per_pixel
         from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
         self.device = device
         quality = self.codec._quality(rate)
         codec = self.codec.network(quality)  # the codec to start from (zoo or codec_checkpoints)
-        teacher = SplitTaskNetwork(self.machine_task, self.split)
+        teacher = self.split_network
         teacher.network.to(device)
         model = nn.Module()
         model.codec = codec.to(device)
@@ -283,9 +286,11 @@ class CompressedDomain(Method):
         temperature = float(settings.get("temperature", 1.0))
 
         def task_loss(x: torch.Tensor, y_hat: torch.Tensor) -> torch.Tensor:
+            hw = x.shape[-2:]
             with torch.no_grad():
-                target = teacher.back(teacher.front(x), x.shape[-2:])
-            return distillation(student.back(model.head.adapter(y_hat), x.shape[-2:]), target, temperature)
+                target = teacher.back(teacher.front(x), hw)
+            features = task_features(model.head.adapter, y_hat, student, hw, MIN_DIV)
+            return teacher.distillation(student.back(features, hw), target, temperature)
 
         def head_loss(batch: Any) -> dict[str, Any]:
             with torch.no_grad(), tap_synthesis(model.codec, run=False) as tap:

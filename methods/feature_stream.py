@@ -6,8 +6,9 @@ in one ``human`` stream (a small container: stream count, names and
 lengths as varints, then the codec's streams; a few bytes per image). The
 machine stream is independent of it and the task is charged only that:
 
-- :class:`FeatureStream`: the task network's intermediate features at a split
-  layer (:mod:`bench.methods.task_split`) through a learned entropy
+- :class:`FeatureStream`: the task network's intermediate features at a cut
+  (:mod:`bench.methods.task_split`; by default YOLOX-Nano after dark3, or
+  ESPNet's ``level3`` with ``task=espnet``) through a learned entropy
   bottleneck (an analysis transform, CompressAI's ``EntropyBottleneck``
   with real rANS bytes, a synthesis transform); the decoder runs the rest of
   the task network from the decoded features and returns its prediction.
@@ -236,7 +237,7 @@ class FeatureStream(_ImagePlusMachineStream):
         rates: Sequence[int],
         human_codec: Method,
         machine_task: Task | None = None,
-        split: str = "layer2",
+        split: str | None = None,
         hidden_channels: int = 128,
         latent_channels: int = 64,
         checkpoints: Mapping[Any, str] | str | None = None,
@@ -270,6 +271,10 @@ class FeatureStream(_ImagePlusMachineStream):
             self._split_net = SplitTaskNetwork(self.machine_task, self.split)
         return self._split_net
 
+    def served_tasks(self) -> list[str]:
+        """The task whose features the machine stream carries (the method's ``machine_task``)."""
+        return [] if self.machine_task is None else [self.machine_task.name]
+
     def new_network(self) -> Any:
         """An untrained feature codec for the split's channels (training starts here)."""
         return feature_codec_class()(self.split_network.channels, self.hidden_channels, self.latent_channels)
@@ -300,16 +305,18 @@ class FeatureStream(_ImagePlusMachineStream):
             _import_compressai()
         except MethodUnavailable as exc:
             return str(exc)
+        why = self.split_network.unavailable_reason()
+        if why:
+            return f"{self.name}: machine task {self.task_name()!r} cannot run: {why}"
         missing = [q for q in self.rates if q not in self._codecs]
         return self.checkpoints.missing(missing) if missing else None
 
     def features(self, image: np.ndarray) -> torch.Tensor:
-        """The task network's features of ``image`` at the split."""
+        """The task network's features of ``image`` at the cut (through the task's own preprocessing)."""
         import torch
 
-        x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(255)
         with torch.inference_mode():
-            return self.split_network.front(x.to(self.split_network.device))
+            return self.split_network.front_image(image)
 
     def encode_machine(self, image: np.ndarray, rate: int) -> bytes:
         import torch
@@ -337,12 +344,15 @@ class FeatureStream(_ImagePlusMachineStream):
         (_, h, w, _, _), features = self.decode_features(data)
         split = self.split_network
         with torch.inference_mode():
-            return split.predictions(split.back(features.to(split.device), (h, w)))[0]
+            return split.predictions(split.back(features.to(split.device), (h, w)), (h, w))[0]
 
     def versions(self) -> dict[str, str]:
+        """The human codec's, CompressAI's and torch's, and the task network's (its front makes the features)."""
+        task = {} if self.machine_task is None else self.machine_task.versions()
         return {
             **super().versions(),
-            **{p: importlib.metadata.version(p) for p in ("compressai", "torch", "torchvision")},
+            **{p: importlib.metadata.version(p) for p in ("compressai", "torch")},
+            **{f"task:{k}": v for k, v in task.items()},
         }
 
     # --- training ------------------------------------------------------------------

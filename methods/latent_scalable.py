@@ -5,9 +5,15 @@ whose latent ``y`` is split by channels: the first ``base_channels`` form the
 *base* layer, which alone serves the machine task, the rest form the
 *enhancement* layer, which together with the base reconstructs the image.
 A *latent-space transform* (a small synthesis network) maps the decoded base
-latent to the features of a frozen task network at a split layer, and the
-rest of that network finishes the task (:mod:`bench.methods.task_split`), as
-Choi & Bajić map their base latent to YOLOv3's layer-12 features.
+latent to the features of a frozen task network at a cut, and the rest of
+that network finishes the task (:mod:`bench.methods.task_split`), as Choi &
+Bajić map their base latent to YOLOv3's layer-12 features. The default task
+is YOLOX-Nano, cut after CSPDarknet's dark3 (stride 8, the closest to their
+YOLOv3 layer 12); ESPNet (``task=espnet``) and torchvision networks with
+their weights (``task=resnet50 method.split=layer2``) work too. Where the
+task network reads a resized image (YOLOX's letterbox, ESPNet's resize),
+the transform's hidden features are resampled onto the grid of the network's
+input the same way between its strided layers and its last convolutions.
 
 Streams, each entropy-coded on its own (real bytes): ``header`` and ``z``
 (the hyperprior, which both layers' Gaussian conditionals need), ``base``
@@ -58,7 +64,9 @@ LATENT_STRIDE = 16
 
 
 def latent_transform(base_channels: int, hidden: int, out_channels: int, out_stride: int) -> torch.nn.Module:
-    """Base latent (stride 16) -> task features (stride ``out_stride``): convs and stride-2 (de)convolutions."""
+    """Base latent (stride 16) -> task features (stride ``out_stride``): a module with a ``trunk`` (convs and
+    stride-2 (de)convolutions) and a ``tail`` (convs), run by :func:`task_features` with the task's resampling
+    between them."""
     from compressai.layers import GDN
     from torch import nn
 
@@ -72,9 +80,29 @@ def latent_transform(base_channels: int, hidden: int, out_channels: int, out_str
     while scale < out_stride:
         layers += [nn.Conv2d(hidden, hidden, 5, 2, padding=2), nn.LeakyReLU(inplace=True)]
         scale *= 2
-    layers += [nn.Conv2d(hidden, hidden, 3, padding=1), nn.LeakyReLU(inplace=True)]
-    layers.append(nn.Conv2d(hidden, out_channels, 3, padding=1))
-    return nn.Sequential(*layers)
+    module = nn.Module()
+    module.trunk = nn.Sequential(*layers)
+    module.tail = nn.Sequential(
+        nn.Conv2d(hidden, hidden, 3, padding=1),
+        nn.LeakyReLU(inplace=True),
+        nn.Conv2d(hidden, out_channels, 3, padding=1),
+    )
+    return module
+
+
+def task_features(
+    transform: torch.nn.Module, latent: torch.Tensor, split: SplitTaskNetwork, image_hw: Sequence[int], min_div: int
+) -> torch.Tensor:
+    """A latent of the padded image -> the task network's features at its cut, on the grid of its input.
+
+    The trunk's output is cropped to the image (the codec pads it) and
+    resampled as the task's preprocessing resamples the image (the identity
+    for networks that read the image at its own size); the tail makes the
+    features there.
+    """
+    h, w = int(image_hw[0]), int(image_hw[1])
+    hidden = crop_to_image(transform.trunk(latent), h, w, split.stride, min_div)
+    return transform.tail(split.resample(hidden, (h, w), split.stride))
 
 
 @functools.lru_cache(maxsize=1)
@@ -95,16 +123,13 @@ def network_class() -> type:
             self.lst = latent_transform(base_channels, N, feature_channels, feature_stride)
 
         def forward(self, x: torch.Tensor) -> dict[str, Any]:
-            """Training pass: reconstruction, transformed base latent, likelihoods (noise for rounding)."""
+            """Training pass: reconstruction, ŷ, likelihoods (noise for rounding); :func:`task_features` maps
+            ``y_hat[:, :base_channels]`` to the task's features."""
             y = self.g_a(x)
             z = self.h_a(torch.abs(y))
             z_hat, z_likelihoods = self.entropy_bottleneck(z)
             y_hat, y_likelihoods = self.gaussian_conditional(y, self.h_s(z_hat))
-            return {
-                "x_hat": self.g_s(y_hat),
-                "features": self.lst(y_hat[:, : self.base_channels]),
-                "likelihoods": {"y": y_likelihoods, "z": z_likelihoods},
-            }
+            return {"x_hat": self.g_s(y_hat), "y_hat": y_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
 
     return LatentScalableNet
 
@@ -113,8 +138,9 @@ class LatentScalable(Method):
     """Choi & Bajić's latent-space scalable codec: base latent -> task, base + enhancement -> image.
 
     ``machine_task`` is the harness task the base layer serves (its network
-    is split after ``split``); ``N``, ``M`` and ``base_channels`` are the
-    codec's channels. One trained network per rate point (``checkpoints``);
+    is cut at ``split``; None: the network's default cut, see
+    :func:`bench.methods.task_split.default_split`); ``N``, ``M`` and
+    ``base_channels`` are the codec's channels. One trained network per rate point (``checkpoints``);
     :meth:`set_network` installs one directly (tests, a training loop).
     """
 
@@ -128,7 +154,7 @@ class LatentScalable(Method):
         name: str,
         rates: Sequence[int],
         machine_task: Task | None = None,
-        split: str = "layer2",
+        split: str | None = None,
         N: int = 128,
         M: int = 192,
         base_channels: int = 96,
@@ -157,8 +183,14 @@ class LatentScalable(Method):
     # --- contract ----------------------------------------------------------------
     def task_name(self) -> str:
         if self.machine_task is None:
-            raise MethodUnavailable(f"{self.name}: no machine task configured (run with task=<a torchvision task>)")
+            raise MethodUnavailable(
+                f"{self.name}: no machine task configured (run with task=<yolox-nano, espnet, ...>)"
+            )
         return self.machine_task.name
+
+    def served_tasks(self) -> list[str]:
+        """The task the base layer is trained for (the method's ``machine_task``)."""
+        return [] if self.machine_task is None else [self.machine_task.name]
 
     def contract(self) -> StreamContract:
         return LayeredStreams(
@@ -206,7 +238,7 @@ class LatentScalable(Method):
             self.task_name()
         except MethodUnavailable as exc:
             return str(exc)
-        why = self.machine_task.unavailable_reason()
+        why = self.machine_task.unavailable_reason() or self.split_network.unavailable_reason()
         if why:
             return f"{self.name}: machine task {self.machine_task.name!r} cannot run: {why}"
         missing = [q for q in self.rates if q not in self._nets]
@@ -285,9 +317,9 @@ class LatentScalable(Method):
 
         split = self.split_network
         with torch.inference_mode():
-            features = net.lst(y_base.to(self.device))
-            features = crop_to_image(features, height, width, split.stride, self.min_div)
-            return split.predictions(split.back(features, (height, width)))[0]
+            features = task_features(net.lst, y_base.to(self.device), split, (height, width), self.min_div)
+            raw = split.back(features.to(split.device), (height, width))
+            return split.predictions(raw, (height, width))[0]
 
     def decode(self, bitstream: Bitstream, target: str = HUMAN) -> np.ndarray | HeadPrediction:
         import torch
@@ -305,7 +337,7 @@ class LatentScalable(Method):
             return _to_uint8(F.pad(net.g_s(y_hat).clamp_(0, 1), unpad))
 
     def versions(self) -> dict[str, str]:
-        return {p: importlib.metadata.version(p) for p in ("compressai", "torch", "torchvision")}
+        return {p: importlib.metadata.version(p) for p in ("compressai", "torch")}
 
     # --- training ------------------------------------------------------------------
     def training_recipe(self, rate: int, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Any:
@@ -337,9 +369,10 @@ class LatentScalable(Method):
             out = net(x)
             with torch.no_grad():
                 target = split.front(x)
+            features = task_features(net.lst, out["y_hat"][:, : self.base_channels], split, x.shape[-2:], self.min_div)
             bpp = bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
             mse = F.mse_loss(out["x_hat"], x)
-            feature_mse = F.mse_loss(out["features"], target)
+            feature_mse = F.mse_loss(features, target)
             total = bpp + lam * (255**2 * mse + gamma * feature_mse)
             return {"loss": total, "bpp": bpp, "mse": mse, "feature_mse": feature_mse}
 
@@ -353,16 +386,22 @@ class LatentScalable(Method):
 
 
 def adopt_task(method: Any, tasks: Sequence[Task]) -> None:
-    """Train for the run's task: the method's own ``machine_task`` if set (it must be that task), else the run's."""
-    if method.machine_task is None:
-        if len(tasks) != 1:
-            raise MethodUnavailable(f"{method.name}: train it for one machine task (task=<name>), got {len(tasks)}")
+    """Train for the run's task, else the method's own ``machine_task``; both given, they must be the same task.
+
+    The run's task object is the one used (the training loop has put it on its
+    device); the configs make the method's ``machine_task`` the run's ``task``.
+    """
+    if len(tasks) > 1:
+        raise MethodUnavailable(f"{method.name}: train it for one machine task (task=<name>), got {len(tasks)}")
+    if method.machine_task is None and not tasks:
+        raise MethodUnavailable(f"{method.name}: no machine task to train for (task=<yolox-nano, espnet, ...>)")
+    if tasks:
+        if method.machine_task is not None and tasks[0].name != method.machine_task.name:
+            raise MethodUnavailable(
+                f"{method.name}: configured for task {method.machine_task.name!r}, the run trains {tasks[0].name!r}"
+            )
         method.machine_task = tasks[0]
         method._split_net = None
-    elif tasks and tasks[0].name != method.machine_task.name:
-        raise MethodUnavailable(
-            f"{method.name}: configured for task {method.machine_task.name!r}, the run trains {tasks[0].name!r}"
-        )
 
 
 def rate_lambda(name: str, settings: Mapping[str, Any], rate: int) -> float:

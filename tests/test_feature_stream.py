@@ -69,7 +69,7 @@ def test_learned_features_decode_from_bytes_as_in_memory(learned, image):
     assert torch.equal(decoded, expected)
     prediction = learned.decode(written, "cls")
     assert isinstance(prediction, HeadPrediction)
-    assert prediction.value == learned.split_network.predictions(logits)[0]
+    assert prediction.value == learned.split_network.predictions(logits, image.shape[:2])[0]
 
 
 def test_each_target_is_charged_its_own_stream_only(learned, jpeg, task, photos, tmp_path):

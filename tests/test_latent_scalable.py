@@ -67,12 +67,12 @@ def test_each_layer_is_its_own_stream_of_real_bytes_and_decodes_to_the_in_memory
     _, unpad = compute_padding(90, 120, min_div=64)
     with torch.no_grad():
         expected_image = _to_uint8(F.pad(net.g_s(y_hat).clamp(0, 1), unpad))
-        features = crop_to_image(net.lst(y_hat[:, :8]), 90, 120, 8, 64)
-        logits = method.split_network.back(features, (90, 120))
+        hidden = crop_to_image(net.lst.trunk(y_hat[:, :8]), 90, 120, 8, 64)  # the image's own geometry: no resampling
+        logits = method.split_network.back(net.lst.tail(hidden), (90, 120))
     np.testing.assert_array_equal(method.decode(written, HUMAN), expected_image)
     decoded = method.decode(written, "cls")
     assert isinstance(decoded, HeadPrediction)
-    assert decoded.value == method.split_network.predictions(logits)[0]
+    assert decoded.value == method.split_network.predictions(logits, (90, 120))[0]
 
 
 def test_the_task_is_charged_the_base_layer_and_the_human_every_layer(method, task, photos, tmp_path):

@@ -474,24 +474,31 @@ class OnnxDetector(CocoDetectionTask):
         return dim if isinstance(dim, int) and dim > 0 else max(1, self.batch_size)
 
     # --- preprocessing ---
+    def placement(self, height: int, width: int) -> tuple[tuple[int, int, int, int], tuple[float, float, float, float]]:
+        """Where an image of this size lands in the network input: (top, left, rows, columns) of the resized
+        image, and (scale x, scale y, offset x, offset y) from image to input pixels (what boxes are mapped back by).
+        """
+        H, W = self.input_hw
+        if self.resize == "stretch":
+            return (0, 0, H, W), (W / width, H / height, 0.0, 0.0)
+        r = min(H / height, W / width)
+        nh, nw = max(1, int(height * r)), max(1, int(width * r))
+        dy, dx = ((H - nh) // 2, (W - nw) // 2) if self.letterbox_position == "center" else (0, 0)
+        return (dy, dx, nh, nw), (r, r, float(dx), float(dy))
+
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         """CHW float32 network input, and (scale x, scale y, offset x, offset y) from image to input pixels."""
         import cv2
 
-        h, w = image.shape[:2]
         H, W = self.input_hw
         img = image[:, :, ::-1] if self.channel_order == "bgr" else image
+        (dy, dx, nh, nw), geometry = self.placement(*image.shape[:2])
         if self.resize == "stretch":
             canvas = cv2.resize(np.ascontiguousarray(img), (W, H), interpolation=cv2.INTER_LINEAR)
-            geometry = (W / w, H / h, 0.0, 0.0)
         else:
-            r = min(H / h, W / w)
-            nh, nw = max(1, int(h * r)), max(1, int(w * r))
             resized = cv2.resize(np.ascontiguousarray(img), (nw, nh), interpolation=cv2.INTER_LINEAR)
             canvas = np.full((H, W, 3), self.pad_value, dtype=np.float32)
-            dy, dx = ((H - nh) // 2, (W - nw) // 2) if self.letterbox_position == "center" else (0, 0)
             canvas[dy : dy + nh, dx : dx + nw] = resized
-            geometry = (r, r, float(dx), float(dy))
         x = canvas.astype(np.float32)
         if self.mean is not None:
             x = (x - self.mean) / self.std
@@ -503,6 +510,11 @@ class OnnxDetector(CocoDetectionTask):
         if self.decoder == "yolox":
             return decode_yolox(outputs[0], self.input_hw, self.strides)
         return decode_nanodet(outputs, self.input_hw, self.strides, self.reg_max)
+
+    def prediction_from_outputs(self, outputs: Sequence[np.ndarray], image_hw: tuple[int, int]) -> list[dict]:
+        """One image's raw network outputs (numpy, no batch dim) -> its detections in image pixels, as ``predict``."""
+        _, geometry = self.placement(*image_hw)
+        return self._to_prediction(outputs, geometry, image_hw)
 
     def _to_prediction(self, outputs: Sequence[np.ndarray], geometry, image_hw: tuple[int, int]) -> list[dict]:
         boxes, scores = self.decode(outputs)
@@ -566,17 +578,11 @@ class OnnxDetector(CocoDetectionTask):
         img = x * 255.0
         if self.channel_order == "bgr":
             img = img.flip(1)
-        if self.resize == "stretch":
-            nh, nw, geometry = H, W, (W / w, H / h, 0.0, 0.0)
-        else:
-            r = min(H / h, W / w)
-            nh, nw = max(1, int(h * r)), max(1, int(w * r))
+        (dy, dx, nh, nw), geometry = self.placement(h, w)
         if (nh, nw) != (h, w):
             img = F.interpolate(img, size=(nh, nw), mode="bilinear", align_corners=False, antialias=False)
         if self.resize == "letterbox":
-            dy, dx = ((H - nh) // 2, (W - nw) // 2) if self.letterbox_position == "center" else (0, 0)
             img = F.pad(img, (dx, W - nw - dx, dy, H - nh - dy), value=self.pad_value)
-            geometry = (r, r, float(dx), float(dy))
         if self.mean is not None:
             mean = img.new_tensor(self.mean).view(1, 3, 1, 1)
             std = img.new_tensor(self.std).view(1, 3, 1, 1)

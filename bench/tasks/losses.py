@@ -174,31 +174,40 @@ class RawHeadDistillationLoss(TaskLoss):
 
     def terms(self, x_hat: torch.Tensor, targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """The score and box terms (each already normalised)."""
-        outputs = self.task.torch_outputs(x_hat)[0]
-        if self.task.decoder == "yolox":
-            out, ref = outputs[0], targets[0]
-            weight = ref[..., 4]
-            norm = weight.sum().clamp(min=1.0)
-            scores = _bernoulli_kl(ref[..., 4], out[..., 4]).sum()
-            scores = scores + (weight * _bernoulli_kl(ref[..., 5:], out[..., 5:]).sum(-1)).sum()
-            boxes = (weight * (out[..., :4] - ref[..., :4]).abs().sum(-1)).sum()
-            return {"scores": scores / norm, "boxes": boxes / norm}
-        from bench.tasks.detection import nanodet_output_roles
-
-        bins = self.task.reg_max + 1
-        cls, reg = nanodet_output_roles([t.shape[1:] for t in targets], self.task.input_hw, self.task.strides, bins)
-        ref_cls = _cat_anchors([targets[i] for i in cls])
-        weight = ref_cls.max(-1).values
-        norm = weight.sum().clamp(min=1.0)
-        scores = _bernoulli_kl(ref_cls, _cat_anchors([outputs[i] for i in cls])).sum()
-        ref_log = _cat_anchors([targets[i] for i in reg]).unflatten(-1, (4, bins)).log_softmax(-1)
-        out_log = _cat_anchors([outputs[i] for i in reg]).unflatten(-1, (4, bins)).log_softmax(-1)
-        boxes = (weight * (ref_log.exp() * (ref_log - out_log)).sum((-1, -2))).sum()
-        return {"scores": scores / norm, "boxes": boxes / norm}
+        return raw_head_terms(self.task, self.task.torch_outputs(x_hat)[0], targets)
 
     def loss(self, x_hat: torch.Tensor, targets: list[torch.Tensor]) -> torch.Tensor:
         t = self.terms(x_hat, targets)
         return self.score_weight * t["scores"] + self.box_weight * t["boxes"]
+
+
+def raw_head_terms(task: Task, outputs: list[torch.Tensor], targets: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:class:`RawHeadDistillationLoss`'s normalised score and box terms of raw head ``outputs`` against ``targets``.
+
+    Both are ``task``'s (an ONNX detector's) raw outputs as its torch network
+    gives them; a split network's back half gives the same, so heads trained on
+    features distil with the same terms.
+    """
+    if task.decoder == "yolox":
+        out, ref = outputs[0], targets[0]
+        weight = ref[..., 4]
+        norm = weight.sum().clamp(min=1.0)
+        scores = _bernoulli_kl(ref[..., 4], out[..., 4]).sum()
+        scores = scores + (weight * _bernoulli_kl(ref[..., 5:], out[..., 5:]).sum(-1)).sum()
+        boxes = (weight * (out[..., :4] - ref[..., :4]).abs().sum(-1)).sum()
+        return {"scores": scores / norm, "boxes": boxes / norm}
+    from bench.tasks.detection import nanodet_output_roles
+
+    bins = task.reg_max + 1
+    cls, reg = nanodet_output_roles([t.shape[1:] for t in targets], task.input_hw, task.strides, bins)
+    ref_cls = _cat_anchors([targets[i] for i in cls])
+    weight = ref_cls.max(-1).values
+    norm = weight.sum().clamp(min=1.0)
+    scores = _bernoulli_kl(ref_cls, _cat_anchors([outputs[i] for i in cls])).sum()
+    ref_log = _cat_anchors([targets[i] for i in reg]).unflatten(-1, (4, bins)).log_softmax(-1)
+    out_log = _cat_anchors([outputs[i] for i in reg]).unflatten(-1, (4, bins)).log_softmax(-1)
+    boxes = (weight * (ref_log.exp() * (ref_log - out_log)).sum((-1, -2))).sum()
+    return {"scores": scores / norm, "boxes": boxes / norm}
 
 
 def _cat_anchors(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -19,6 +19,7 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -121,18 +122,25 @@ def _as_list(out: Any) -> list[torch.Tensor]:
     return list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def _convert(path: Path) -> Any:
+def _read(path: Path) -> onnx.ModelProto:
     try:
         import onnx
-        from onnx2torch import convert
+        import onnx2torch  # noqa: F401
     except ImportError as exc:
         raise TaskUnavailable(
             f"converting {path} to torch needs onnx and onnx2torch: pip install onnx2torch ({exc})"
         ) from exc
     try:
-        model = onnx.load(str(path))
+        return onnx.load(str(path))
     except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
         raise OnnxConversionError(f"{path} is not a readable ONNX model: {exc}") from exc
+
+
+def convert_model(model: onnx.ModelProto, label: str | os.PathLike) -> OnnxModule:
+    """An in-memory ONNX graph (a file's, or a part cut out of one) as an :class:`OnnxModule`; errors name ``label``."""
+    from onnx2torch import convert
+
+    path = Path(label)
     missing = unsupported_ops(model)
     if missing:
         raise OnnxConversionError(
@@ -149,6 +157,10 @@ def _convert(path: Path) -> Any:
         raise OnnxConversionError(f"onnx2torch cannot convert {path}: {exc}") from exc
     outputs = [_static_dims(o) for o in model.graph.output]
     return OnnxModule(graph, path, _static_dims(inputs[0]), outputs)
+
+
+def _convert(path: Path) -> Any:
+    return convert_model(_read(path), path)
 
 
 def load_onnx_module(path: str | os.PathLike, frozen: bool = True) -> torch.nn.Module:
@@ -177,7 +189,120 @@ def load_onnx_module(path: str | os.PathLike, frozen: bool = True) -> torch.nn.M
     return trainable
 
 
+@dataclass(frozen=True)
+class GraphCut:
+    """A tensor of an ONNX graph that alone carries everything the rest of the graph needs from its input."""
+
+    name: str
+    #: its inferred shape, batch first
+    shape: tuple[int | str, ...]
+    #: input height / its height (None when that is not a whole number)
+    stride: int | None
+
+    def describe(self) -> str:
+        dims = " x ".join(str(d) for d in self.shape[1:])
+        return f"{self.name} ({dims}" + (f", stride {self.stride})" if self.stride else ")")
+
+
+def single_tensor_cuts(model: onnx.ModelProto) -> list[GraphCut]:
+    """Every tensor after which the rest of the graph reads only that tensor (and constants), in graph order.
+
+    Cutting the graph there gives a front (input -> the tensor) and a back
+    (the tensor -> every output) that together compute exactly the whole graph.
+    """
+    from onnx import shape_inference
+
+    graph = shape_inference.infer_shapes(model).graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    shapes = {v.name: tuple(_static_dims(v)) for v in [*graph.value_info, *graph.input, *graph.output]}
+    outputs = {o.name for o in graph.output}
+    nodes = list(graph.node)
+    dynamic = set(inputs)  # tensors that depend on the input (the rest the back can make itself)
+    for node in nodes:
+        if any(t in dynamic for t in node.input):
+            dynamic.update(t for t in node.output if t)
+    last_use = {t: len(nodes) for t in outputs}
+    for i, node in enumerate(nodes):
+        for t in node.input:
+            if t not in outputs:
+                last_use[t] = i
+    in_height = shapes.get(inputs[0], ())[2:3] if inputs else ()
+    live, cuts, seen = set(inputs), [], set()
+    for i, node in enumerate(nodes):
+        live.update(t for t in node.output if t in dynamic)
+        live = {t for t in live if last_use.get(t, -1) > i}
+        if len(live) == 1:
+            (name,) = live
+            if name in seen or name in outputs or name in inputs:
+                continue
+            seen.add(name)
+            shape = shapes.get(name, ())
+            stride = None
+            if len(shape) == 4 and in_height and all(isinstance(d, int) and d > 0 for d in (*in_height, shape[2])):
+                if in_height[0] % shape[2] == 0:
+                    stride = in_height[0] // shape[2]
+            cuts.append(GraphCut(name, shape, stride))
+    return cuts
+
+
+def resolve_cut(cuts: Sequence[GraphCut], split: str, label: str) -> GraphCut:
+    """``split`` as a cut: ``stride<N>`` is the last cut at stride N, anything else a tensor name."""
+    if split.startswith("stride") and split[6:].isdigit():
+        at = [c for c in cuts if c.stride == int(split[6:])]
+        if at:
+            return at[-1]
+    for cut in cuts:
+        if cut.name == split:
+            return cut
+    strides = sorted({c.stride for c in cuts if c.stride})
+    raise OnnxConversionError(
+        f"{label}: no single-tensor cut {split!r}; cuts (by stride: "
+        f"{', '.join(f'stride{s}' for s in strides) or 'none'}): {'; '.join(c.describe() for c in cuts)}"
+    )
+
+
+_split_cache: dict[tuple[str, int, int, str], tuple[OnnxModule, OnnxModule, GraphCut]] = {}
+
+
+def load_onnx_split(path: str | os.PathLike, split: str) -> tuple[OnnxModule, OnnxModule, GraphCut]:
+    """The ONNX network at ``path`` cut at ``split`` (see :func:`resolve_cut`): front and back, frozen, cached.
+
+    The front maps the network input to the cut tensor, the back maps that
+    tensor to every output of the graph; both are the file's own nodes and
+    weights (``onnx.utils.Extractor``), converted by onnx2torch.
+    """
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise FileNotFoundError(f"ONNX model file {p} not found")
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size, split)
+    with _cache_lock:
+        hit = _split_cache.get(key)
+        if hit is None:
+            from onnx.shape_inference import infer_shapes
+            from onnx.utils import Extractor
+
+            model = infer_shapes(_read(p))  # the extractor types the new inputs and outputs from value_info
+            cut = resolve_cut(single_tensor_cuts(model), split, str(p))
+            initializers = {t.name for t in model.graph.initializer}
+            inputs = [i.name for i in model.graph.input if i.name not in initializers]
+            extractor = Extractor(model)
+            front = extractor.extract_model(inputs, [cut.name])
+            back = extractor.extract_model([cut.name], [o.name for o in model.graph.output])
+            halves = []
+            for part, name in ((front, "front"), (back, "back")):
+                module = convert_model(part, f"{p} ({name} of the cut at {cut.name})").eval()
+                for param in module.parameters():
+                    param.requires_grad_(False)
+                halves.append(module)
+            hit = (halves[0], halves[1], cut)
+            _split_cache[key] = hit
+    return hit
+
+
 def clear_cache() -> None:
     """Forget every converted module (tests; or to free memory)."""
     with _cache_lock:
         _cache.clear()
+        _split_cache.clear()

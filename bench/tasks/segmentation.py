@@ -934,8 +934,8 @@ class ESPNetSegmenter(SegmentationTask):
         state["_network"] = None
         return state
 
-    def logits(self, x: Any) -> Any:
-        """N x 3 x H x W float RGB in [0, 255] -> N x 20 x h x w logits at the network's input size."""
+    def network_input(self, x: Any) -> Any:
+        """N x 3 x H x W float RGB in [0, 255] -> what the network reads: normalised, resized, BGR, / 255."""
         import torch
         import torch.nn.functional as F
 
@@ -943,7 +943,19 @@ class ESPNetSegmenter(SegmentationTask):
         std = torch.tensor(ESPNET_STD_BGR[::-1], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         x = (x - mean) / std
         x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-        return self.network(x[:, [2, 1, 0]] / 255.0)
+        return x[:, [2, 1, 0]] / 255.0
+
+    def logits(self, x: Any) -> Any:
+        """N x 3 x H x W float RGB in [0, 255] -> N x 20 x h x w logits at the network's input size."""
+        return self.network(self.network_input(x))
+
+    def prediction_from_logits(self, logits: Any, image_hw: Sequence[int]) -> dict[str, Any]:
+        """One image's ``20 x h x w`` logits -> its label map at ``image_hw`` as JSON (the 20th class -> 255)."""
+        import torch
+
+        labels = logits.float().argmax(0).to(torch.uint8).cpu().numpy()
+        labels[labels >= self.num_classes] = IGNORE_INDEX
+        return label_prediction(resize_labels(labels, int(image_hw[0]), int(image_hw[1])))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
         import torch
@@ -954,9 +966,7 @@ class ESPNetSegmenter(SegmentationTask):
                 x = torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1)[None].float().to(self.device)
                 with autocast(self.device, self.autocast):
                     logits = self.logits(x)
-                labels = logits.float().argmax(1)[0].to(torch.uint8).cpu().numpy()
-                labels[labels >= self.num_classes] = IGNORE_INDEX
-                preds.append(label_prediction(resize_labels(labels, img.shape[0], img.shape[1])))
+                preds.append(self.prediction_from_logits(logits[0], img.shape[:2]))
         return preds
 
     def describe(self) -> str:
