@@ -151,7 +151,10 @@ class SICMH(Method):
     task heads (:class:`Architecture`).
     ``task_heads`` maps a harness task name to the fusion head that serves it;
     a task named like a head uses that head, any other task ``default_head``
-    (none: such a task is refused).
+    (none: such a task is refused). ``machine_task`` is the task the weights
+    are trained for (the configs make it the run's ``task=``, else ESPNet:
+    the paper's task is segmentation); training uses it when the run names
+    no task, and a run without ``task=`` measures it (:meth:`served_tasks`).
     """
 
     family = Family.MBHD
@@ -167,6 +170,7 @@ class SICMH(Method):
         task_heads: Mapping[str, str] | None = None,
         default_head: str | None = None,
         human_reconstruction: str = "fine",
+        machine_task: Task | None = None,
         checkpoints: Mapping[Any, str] | str | None = None,
         checkpoint_pattern: str | None = None,
         entropy_coder: str = "ans",
@@ -198,6 +202,7 @@ class SICMH(Method):
                 f"not {human_reconstruction!r}"
             )
         self.human_reconstruction = human_reconstruction
+        self.machine_task = machine_task
         self.checkpoints = CheckpointSet(name, checkpoints, checkpoint_pattern)
         self.entropy_coder = entropy_coder
         self.device = device
@@ -214,6 +219,10 @@ class SICMH(Method):
     def contract(self) -> StreamContract:
         """MBHD: every machine task needs the base layer; the human every layer."""
         return LayeredStreams(layers=self.layers(), needs={}, default_layer="base")
+
+    def served_tasks(self) -> list[str]:
+        """The task the weights are trained for (``machine_task``), whose head the base layer feeds."""
+        return [] if self.machine_task is None else [self.machine_task.name]
 
     def head_for(self, task: str) -> str:
         """The fusion head that serves ``task``."""
@@ -262,7 +271,9 @@ class SICMH(Method):
     def unavailable_reason(self) -> str | None:
         try:
             _import_compressai()
-        except MethodUnavailable as exc:
+            if self.machine_task is not None:
+                self.head_for(self.machine_task.name)
+        except (MethodUnavailable, CodecError) as exc:
             return str(exc)
         missing = [r for r in self.rates if r not in self._nets]
         return self.checkpoints.missing(missing) if missing else None

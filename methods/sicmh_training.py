@@ -123,6 +123,8 @@ def load_model(net: SICMHNetwork, path: str | Path) -> None:
 def build_recipe(method: SICMH, rate: Any, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Recipe:
     """The stages of ``settings["run"]`` (default: all four) for rate point ``rate`` of ``method``."""
     lambdas = rate_point(settings, rate)
+    if not tasks and method.machine_task is not None:  # the run names no task: the method's own
+        tasks = [method.machine_task]
     run = list(settings.get("run") or STAGES)
     unknown = [s for s in run if s not in STAGES]
     if unknown or len(set(run)) != len(run):

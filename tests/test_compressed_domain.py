@@ -16,6 +16,7 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
     tiny_classifier,
     train_briefly,
 )
+from split_fixtures import tiny_espnet_task, tiny_yolox_task
 
 from bench.methods.base import HUMAN, CodecError, HeadPrediction
 from bench.methods.compressai_codecs import _to_tensor
@@ -141,5 +142,59 @@ def test_head_training_lowers_the_loss_on_a_frozen_codec_and_the_checkpoint_deco
     assert trained.decode(written, "cls") == method.decode(written, "cls")
 
     recipe.model.head.train()
+    after = recipe.stages[0].loss(batch)["loss"].item()
+    assert after < before
+
+
+# --- the task networks with weights offline: YOLOX-Nano's and ESPNet's cuts (small stand-ins here) ------------
+
+
+@pytest.fixture(scope="module")
+def split_tasks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("split-tasks")
+    return {"yolox": tiny_yolox_task(folder), "espnet": tiny_espnet_task(folder)}
+
+
+@pytest.mark.parametrize("kind", ["yolox", "espnet"])
+def test_heads_on_yolox_and_espnet_cuts_train_and_decode_from_bytes_as_in_memory(kind, split_tasks, photos, tmp_path):
+    task = split_tasks[kind]
+    dataset = small_photos(tmp_path / "img", photos)
+    method = CompressedDomain("compressed-domain", [1], machine_task=task, head_channels=16)
+    assert method.served_tasks() == [task.name]
+    codec = tiny_codec()
+    method.codec._models[1] = codec
+    settings = {"stages": {"head": {"lr": 1e-3, "batch_size": 2, "steps": 8}}}
+    torch.manual_seed(0)
+    recipe = method.training_recipe(1, [task], settings, "cpu")
+    teacher = method.split_network
+    assert teacher.split == {"yolox": "stride8", "espnet": "level3"}[kind]
+    frozen = module_digests(teacher.network)
+    head_params = {n for n, _ in recipe.model.head.named_parameters()}
+    assert any(n.startswith("back.") for n in head_params) and any(n.startswith("adapter.") for n in head_params)
+    batch = fixed_batch(dataset)
+    recipe.model.head.train()
+    before = recipe.stages[0].loss(batch)["loss"].item()
+    train_briefly(recipe, dataset, tmp_path / "out", settings["stages"])
+    assert module_digests(teacher.network) == frozen
+
+    trained = CompressedDomain(
+        "compressed-domain",
+        [1],
+        machine_task=task,
+        head_channels=16,
+        checkpoints={1: str(tmp_path / "out" / "model.pt")},
+    )
+    image = dataset.load(dataset.samples()[-1])
+    written = trained.encode(image, 1)
+    net = trained.codec_network(1)
+    pad, _ = compute_padding(*image.shape[:2], min_div=64)
+    with torch.no_grad(), tap_synthesis(net, run=False) as tap:
+        net(F.pad(_to_tensor(image), pad))  # the in-memory quantised ŷ
+    decoded = trained.decode(written, task.name)
+    assert isinstance(decoded, HeadPrediction)
+    assert decoded.value == trained.head_prediction(1, tap.y_hat, *image.shape[:2])
+    assert decoded.value == method.decode(written, task.name).value  # the checkpoint holds the trained head
+
+    recipe.model.head.train()  # (batch norm on the batch: this updates the head's statistics)
     after = recipe.stages[0].loss(batch)["loss"].item()
     assert after < before

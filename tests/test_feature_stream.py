@@ -13,6 +13,7 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
     tiny_classifier,
     train_briefly,
 )
+from split_fixtures import tiny_espnet_task, tiny_yolox_task
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction
 from bench.methods.feature_stream import DescriptorStream, FeatureStream, pack_streams, unpack_streams
@@ -120,6 +121,50 @@ def test_feature_bottleneck_training_lowers_the_loss_with_the_task_network_froze
     assert trained.unavailable_reason() is None
     image = dataset.load(dataset.samples()[-1])
     assert trained.encode(image, 1).streams == method.encode(image, 1).streams
+
+
+# --- the task networks with weights offline: YOLOX-Nano's and ESPNet's cuts (small stand-ins here) ------------
+
+
+@pytest.fixture(scope="module")
+def split_tasks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("split-tasks")
+    return {"yolox": tiny_yolox_task(folder), "espnet": tiny_espnet_task(folder)}
+
+
+@pytest.mark.parametrize("kind", ["yolox", "espnet"])
+def test_yolox_and_espnet_features_train_and_decode_from_bytes_as_in_memory(kind, split_tasks, jpeg, photos, tmp_path):
+    task = split_tasks[kind]
+    dataset = small_photos(tmp_path / "img", photos)
+    method = FeatureStream("feature-stream", [1], jpeg, task, hidden_channels=16, latent_channels=8)
+    assert method.served_tasks() == [task.name]
+    settings = {"lambdas": [10.0], "stages": {"bottleneck": {"lr": 3e-3, "batch_size": 2, "steps": 8}}}
+    torch.manual_seed(0)
+    recipe = method.training_recipe(1, [task], settings, "cpu")
+    split = method.split_network
+    assert split.split == {"yolox": "stride8", "espnet": "level3"}[kind]
+    frozen = module_digests(split.network)
+    batch = fixed_batch(dataset)
+    before = recipe.stages[0].loss(batch)["loss"].item()
+    train_briefly(recipe, dataset, tmp_path / "out", settings["stages"])
+    after = recipe.stages[0].loss(batch)["loss"].item()
+    assert after < before
+    assert module_digests(split.network) == frozen
+
+    image = dataset.load(dataset.samples()[-1])
+    h, w = image.shape[:2]
+    written = method.encode(image, 1)
+    net = method.network(1)
+    with torch.no_grad():
+        features = split.front_image(image)  # the task's own preprocessing: letterbox / resize
+        y_hat, _ = net.entropy_bottleneck(net.g_a(features))  # eval mode: rounded around the medians
+        expected = net.g_s(y_hat)
+        prediction = split.predictions(split.back(expected, (h, w)), (h, w))[0]
+    assert features.shape[-2:] == split.grid_hw((h, w))
+    _, decoded = method.decode_features(written.streams["features"])
+    assert torch.equal(decoded, expected)
+    received = Bitstream({"features": written.streams["features"]}, h, w)
+    assert method.decode(received, task.name).value == prediction
 
 
 # --- CDVS-like descriptors -----------------------------------------------------------------

@@ -15,10 +15,11 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
     tiny_classifier,
     train_briefly,
 )
+from split_fixtures import tiny_espnet_task, tiny_yolox_task
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction, MethodUnavailable
 from bench.methods.compressai_codecs import _to_tensor, _to_uint8
-from bench.methods.latent_scalable import LatentScalable, crop_to_image
+from bench.methods.latent_scalable import LatentScalable, crop_to_image, task_features
 from bench.running.runner import TaskJob, measure_sample
 
 SPLIT = "features.3"  # MobileNetV3-small: 24 channels at stride 8
@@ -168,3 +169,52 @@ def test_training_lowers_the_loss_keeps_the_task_network_frozen_and_writes_a_usa
             base_channels=4,
             checkpoints={1: str(tmp_path / "out" / "model.pt")},
         ).network(1)
+
+
+# --- the task networks with weights offline: YOLOX-Nano's and ESPNet's cuts (small stand-ins here) ------------
+
+
+@pytest.fixture(scope="module")
+def split_tasks(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("split-tasks")
+    return {"yolox": tiny_yolox_task(folder), "espnet": tiny_espnet_task(folder)}
+
+
+@pytest.mark.parametrize("kind", ["yolox", "espnet"])
+def test_yolox_and_espnet_cuts_train_and_the_base_layer_decodes_as_in_memory(kind, split_tasks, photos, tmp_path):
+    task = split_tasks[kind]
+    dataset = small_photos(tmp_path / "img", photos)
+    method = LatentScalable("latent-scalable", [1], machine_task=task, N=16, M=24, base_channels=8)
+    assert method.served_tasks() == [task.name]
+    settings = {
+        "lambdas": [0.01],
+        "feature_weight": 10.0,
+        "stages": {"joint": {"lr": 2e-3, "batch_size": 2, "steps": 8}},
+    }
+    torch.manual_seed(0)
+    recipe = method.training_recipe(1, [task], settings, "cpu")
+    split = method.split_network
+    assert split.split == {"yolox": "stride8", "espnet": "level3"}[kind]
+    frozen = module_digests(split.network)
+    batch = fixed_batch(dataset)
+    torch.manual_seed(3)
+    before = recipe.stages[0].loss(batch)
+    result = train_briefly(recipe, dataset, tmp_path / "out", settings["stages"])
+    torch.manual_seed(3)
+    after = recipe.stages[0].loss(batch)
+    assert after["loss"].item() < before["loss"].item()
+    assert after["feature_mse"].item() < before["feature_mse"].item()
+    assert module_digests(split.network) == frozen
+    assert result.validation["joint"][f"bpp_{task.name}"] < result.validation["joint"]["bpp_human"]
+
+    image = dataset.load(dataset.samples()[-1])  # odd-sized: padded by the codec, then letterboxed / resized
+    h, w = image.shape[:2]
+    written = method.encode(image, 1)
+    base = Bitstream({n: written.streams[n] for n in ("header", "z", "base")}, h, w)
+    decoded = method.decode(base, task.name)
+    y_hat = in_memory_latent(method, image)
+    with torch.no_grad():
+        features = task_features(method.network(1).lst, y_hat[:, :8], split, (h, w), 64)
+        expected = split.predictions(split.back(features, (h, w)), (h, w))[0]
+    assert features.shape[-2:] == split.grid_hw((h, w))  # on the grid of the network's input
+    assert isinstance(decoded, HeadPrediction) and decoded.value == expected

@@ -368,3 +368,30 @@ def test_recipe_errors_are_named():
 def test_architecture_round_trips_through_its_config():
     arch = Architecture.from_config(TINY)
     assert Architecture.from_config(arch.to_config()) == arch
+
+
+# --- ESPNet, the paper's task (segmentation) with weights offline (a small stand-in here) -----------------------
+
+
+def test_espnet_is_trained_when_the_run_names_no_task_and_its_head_decodes_from_bytes(photos, tmp_path):
+    from split_fixtures import tiny_espnet_task
+
+    task = tiny_espnet_task(tmp_path, input_size=(64, 64))
+    m = tiny_method(task_heads={"espnet-tiny": "segmentation"}, machine_task=task)
+    assert m.served_tasks() == ["espnet-tiny"] and tiny_method().served_tasks() == []
+    torch.manual_seed(0)
+    recipe = m.training_recipe(1, [], RECIPE, "cpu")  # no run task: the method's own
+    assert "task:espnet-tiny" in recipe.stages[0].frozen
+    assert recipe.stages[0].frozen["task:espnet-tiny"] is task.network
+    x = torch.cat([_to_tensor(photos["astronaut"][:64, :64]), _to_tensor(photos["coffee"][:64, 100:164])])
+    before, after = _steps_lower_the_loss(recipe, "side", x)
+    assert after < before
+
+    m.set_network(1, recipe.model)
+    image = np.ascontiguousarray(photos["chelsea"][:100, :130])
+    written = m.encode(image, 1)
+    base = Bitstream({n: written.streams[n] for n in BASE_STREAMS}, 100, 130)
+    with torch.no_grad():
+        expected = recipe.model(m._padded(image), heads=["segmentation"]).machine["segmentation"]
+    np.testing.assert_array_equal(m.decode(base, "espnet-tiny"), as_uint8(m, expected, image))
+    assert "no fusion head for task 'espnet-tiny'" in tiny_method(machine_task=task).unavailable_reason()
