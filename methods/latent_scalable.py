@@ -431,9 +431,8 @@ def init_codec(net: Any, path: str, name: str) -> None:
             f"{name}: cannot read init_from checkpoint {path}: {type(exc).__name__}: {exc}"
         ) from exc
     own = net.state_dict()
-    bad = [
-        k for k, v in state.items() if k in own and own[k].shape != v.shape and "_cdf" not in k and "_offset" not in k
-    ]
+    tables = ("_cdf", "_offset", "scale_table")  # entropy tables: CompressAI resizes them when loading
+    bad = [k for k, v in state.items() if k in own and own[k].shape != v.shape and not any(t in k for t in tables)]
     if bad:
         raise MethodUnavailable(f"{name}: init_from {path} has other shapes for {bad[:5]} (check N and M)")
     missing, _ = net.load_state_dict(state, strict=False)
