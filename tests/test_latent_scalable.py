@@ -218,3 +218,22 @@ def test_yolox_and_espnet_cuts_train_and_the_base_layer_decodes_as_in_memory(kin
         expected = split.predictions(split.back(features, (h, w)), (h, w))[0]
     assert features.shape[-2:] == split.grid_hw((h, w))  # on the grid of the network's input
     assert isinstance(decoded, HeadPrediction) and decoded.value == expected
+
+
+def test_the_codec_starts_from_the_shipped_hyperprior_weights():
+    """init_from reads the committed bmshj2018-hyperprior-ours q1 (fp16, entropy tables of their own size)."""
+    from pathlib import Path
+
+    from bench.methods.latent_scalable import init_codec, network_class
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints/bmshj2018-hyperprior-ours/bmshj2018-hyperprior-mse-q1.pth"
+    net = network_class()(128, 192, 96, 16, 8)
+    lst = {k: v.clone() for k, v in net.lst.state_dict().items()}
+    init_codec(net, str(path), "latent-scalable")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    assert torch.equal(net.g_a[0].weight, state["g_a.0.weight"].float())
+    assert torch.equal(net.h_s[4].weight, state["h_s.4.weight"].float())
+    assert all(torch.equal(v, net.lst.state_dict()[k]) for k, v in lst.items())  # the transform stays as built
+    with pytest.raises(MethodUnavailable, match="other shapes"):
+        init_codec(network_class()(64, 96, 48, 16, 8), str(path), "latent-scalable")
