@@ -237,3 +237,22 @@ def test_the_codec_starts_from_the_shipped_hyperprior_weights():
     assert all(torch.equal(v, net.lst.state_dict()[k]) for k, v in lst.items())  # the transform stays as built
     with pytest.raises(MethodUnavailable, match="other shapes"):
         init_codec(network_class()(64, 96, 48, 16, 8), str(path), "latent-scalable")
+
+
+def test_a_run_started_from_the_shipped_codec_records_its_steps():
+    """The training provenance reads the codec export's sidecar (steps as a number, not per stage)."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from bench.training.loop import run_provenance
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints/bmshj2018-hyperprior-ours/bmshj2018-hyperprior-mse-q1.pth"
+    stages = {"joint": {"lr": 1e-4, "batch_size": 8, "steps": 20}}
+    cfg = OmegaConf.create({"recipe": {"init_from": str(path), "stages": stages}, "rate": 1, "crop": 128, "seed": 0})
+    record = run_provenance(
+        cfg, LatentScalable("latent-scalable", [1]), [], SimpleNamespace(name="folder"), 9, 1, "cpu"
+    )
+    assert record["init_from"]["total_steps"] == json.loads(path.with_suffix(".json").read_text())["total_steps"] > 0

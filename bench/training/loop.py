@@ -617,7 +617,10 @@ def run_provenance(
             from bench.training.weights import load_trained
 
             _, before = load_trained(path)
-            steps = before.get("total_steps", sum((before.get("steps") or {}).values()))
+            steps = before.get("total_steps")
+            if steps is None:  # a run's provenance counts steps per stage; a codec export's sidecar has a number
+                steps = before.get("steps") or 0
+                steps = sum(steps.values()) if isinstance(steps, Mapping) else steps
             start.update({"sha256": file_sha256(path), "total_steps": int(steps or 0)})
     return {
         "origin": "local",
