@@ -1,7 +1,7 @@
 """Old module paths keep working: configs, results and scripts written before the layout moved still load.
 
-A results JSON records its method's ``_target_`` (``bench.methods.eac.EAC``), a user's config may name
-``bench.methods.pillow_codecs.PillowCodec``, a script may ``import bench.runner``. Each old path is an alias
+A results JSON records its method's ``_target_`` (``bench.methods.human_machine.eac.EAC``), a user's config may name
+``bench.methods.codecs.pillow.PillowCodec``, a script may ``import bench.runner``. Each old path is an alias
 of the module that now holds the code (the same module object, so classes compare equal), with a
 ``DeprecationWarning`` that names the new path.
 """
@@ -43,6 +43,23 @@ MOVED: dict[str, str] = {
     "bench.bdrate": "bench.analysis.bdrate",
     "bench.rdcurves": "bench.analysis.rdcurves",
     "bench.check": "bench.analysis.check",
+    "bench.methods.pillow_codecs": "bench.methods.codecs.pillow",
+    "bench.methods.imagecodecs_codecs": "bench.methods.codecs.imagecodecs",
+    "bench.methods.heif_codec": "bench.methods.codecs.heif",
+    "bench.methods.vtm": "bench.methods.codecs.vtm",
+    "bench.methods.video_codecs": "bench.methods.codecs.video",
+    "bench.methods.compressai_codecs": "bench.methods.learned.compressai",
+    "bench.methods.ssf2020": "bench.methods.learned.ssf2020",
+    "bench.methods.checkpoint_files": "bench.methods.learned.checkpoints",
+    "bench.methods.learned_losses": "bench.methods.learned.losses",
+    "bench.methods.eac": "bench.methods.human_machine.eac",
+    "bench.methods.sicmh": "bench.methods.human_machine.sicmh",
+    "bench.methods.sicmh_model": "bench.methods.human_machine.sicmh_model",
+    "bench.methods.sicmh_training": "bench.methods.human_machine.sicmh_training",
+    "bench.methods.latent_scalable": "bench.methods.human_machine.latent_scalable",
+    "bench.methods.compressed_domain": "bench.methods.human_machine.compressed_domain",
+    "bench.methods.feature_stream": "bench.methods.human_machine.feature_stream",
+    "bench.methods.task_split": "bench.methods.human_machine.task_split",
 }
 
 

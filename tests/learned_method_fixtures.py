@@ -29,7 +29,7 @@ def tiny_classifier(name: str = "cls", seed: int = 0) -> TorchvisionClassifier:
     import skimage.data
     from torchvision.transforms.functional import normalize
 
-    from bench.methods.task_split import IMAGENET_MEAN, IMAGENET_STD
+    from bench.methods.human_machine.task_split import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(seed)
     task = TorchvisionClassifier(name, model="mobilenet_v3_small", weights=None, num_classes=10, device="cpu")

@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 from skimage import data
 
 from bench.methods.base import Bitstream, CodecError, Family, MethodUnavailable
-from bench.methods.heif_codec import HevcIntra
-from bench.methods.imagecodecs_codecs import Avif, Jpeg2000, JpegXL
-from bench.methods.vtm import VTM, VTM_URL, rgb_to_ycbcr, ycbcr_to_rgb
+from bench.methods.codecs.heif import HevcIntra
+from bench.methods.codecs.imagecodecs import Avif, Jpeg2000, JpegXL
+from bench.methods.codecs.vtm import VTM, VTM_URL, rgb_to_ycbcr, ycbcr_to_rgb
 from bench.metrics.image import psnr
 
 # (config name, overrides) of the installed codecs

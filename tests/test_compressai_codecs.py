@@ -27,7 +27,7 @@ from omegaconf import OmegaConf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.methods.base import Bitstream, CodecError, Family, MethodUnavailable  # noqa: E402
-from bench.methods.compressai_codecs import (  # noqa: E402
+from bench.methods.learned.compressai import (  # noqa: E402
     QUALITIES,
     CompressAICodec,
     Header,

@@ -19,8 +19,8 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
 from split_fixtures import tiny_espnet_task, tiny_yolox_task
 
 from bench.methods.base import HUMAN, CodecError, HeadPrediction
-from bench.methods.compressai_codecs import _to_tensor
-from bench.methods.compressed_domain import CompressedDomain, latent_from_strings, tap_synthesis
+from bench.methods.human_machine.compressed_domain import CompressedDomain, latent_from_strings, tap_synthesis
+from bench.methods.learned.compressai import to_tensor
 from bench.running.runner import TaskJob, measure_sample
 
 SPLIT = "features.8"  # MobileNetV3-small: 48 channels at stride 16, the latent's own resolution
@@ -60,7 +60,7 @@ def test_the_latent_entropy_decoded_from_bytes_equals_the_in_memory_one(cls, tas
     from_bytes = latent_from_strings(net, strings, header.shape)
     pad, _ = compute_padding(*image.shape[:2], min_div=64)
     with torch.no_grad(), tap_synthesis(net, run=False) as tap:
-        net(F.pad(_to_tensor(image), pad))  # eval mode: ŷ quantised as the coder quantises it
+        net(F.pad(to_tensor(image), pad))  # eval mode: ŷ quantised as the coder quantises it
     assert torch.equal(from_bytes, tap.y_hat)
     decoded = method.decode(written, "cls")
     assert isinstance(decoded, HeadPrediction)
@@ -189,7 +189,7 @@ def test_heads_on_yolox_and_espnet_cuts_train_and_decode_from_bytes_as_in_memory
     net = trained.codec_network(1)
     pad, _ = compute_padding(*image.shape[:2], min_div=64)
     with torch.no_grad(), tap_synthesis(net, run=False) as tap:
-        net(F.pad(_to_tensor(image), pad))  # the in-memory quantised ŷ
+        net(F.pad(to_tensor(image), pad))  # the in-memory quantised ŷ
     decoded = trained.decode(written, task.name)
     assert isinstance(decoded, HeadPrediction)
     assert decoded.value == trained.head_prediction(1, tap.y_hat, *image.shape[:2])

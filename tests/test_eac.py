@@ -12,8 +12,8 @@ from task_fixtures import DominantChannel
 
 from bench.datasets.folder import ImageFolder
 from bench.methods.base import HUMAN, Bitstream, MethodUnavailable
-from bench.methods.compressai_codecs import CompressAICodec, _to_tensor, _to_uint8
-from bench.methods.eac import EAC, selections
+from bench.methods.human_machine.eac import EAC, selections
+from bench.methods.learned.compressai import CompressAICodec, to_tensor, to_uint8
 from bench.running.runner import TaskJob, measure_sample
 from bench.tasks.segmentation import TorchvisionSegmenter
 from bench.training.loop import CropSampler, load_checkpoint, module_digests, train, train_job
@@ -70,8 +70,8 @@ def _received(bitstream: Bitstream, names: list[str]) -> Bitstream:
 def _in_memory(method: EAC, image: np.ndarray, target: str) -> np.ndarray:
     pad, unpad = compute_padding(*image.shape[:2], min_div=64)
     with torch.no_grad():
-        x_hat = method.forward_quantized(F.pad(_to_tensor(image), pad), 1, target)
-    return _to_uint8(F.pad(x_hat, unpad))
+        x_hat = method.forward_quantized(F.pad(to_tensor(image), pad), 1, target)
+    return to_uint8(F.pad(x_hat, unpad))
 
 
 @pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean"])

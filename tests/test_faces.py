@@ -150,7 +150,7 @@ def test_real_networks_on_astronaut(astronaut):
 @needs_dlib
 def test_jpeg_sweep_is_monotone_under_fidelity(tmp_path, astronaut):
     from bench.datasets.folder import ImageFolder
-    from bench.methods.pillow_codecs import PillowCodec
+    from bench.methods.codecs.pillow import PillowCodec
     from bench.running.evaluation import evaluate_task
     from bench.running.runner import TaskLogs, run_sweep
     from bench.running.store import RunStore

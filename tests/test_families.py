@@ -11,6 +11,7 @@ from task_fixtures import DominantChannel
 
 from bench.datasets.folder import ImageFolder
 from bench.methods.base import HUMAN, Bitstream, Family, HeadPrediction, Method
+from bench.methods.codecs.pillow import PillowCodec
 from bench.methods.families import (
     ContractError,
     IndependentStreams,
@@ -19,7 +20,6 @@ from bench.methods.families import (
     WholeStream,
     charged_streams,
 )
-from bench.methods.pillow_codecs import PillowCodec
 from bench.running.runner import TaskJob, measure_sample
 
 

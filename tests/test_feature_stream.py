@@ -16,8 +16,8 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
 from split_fixtures import tiny_espnet_task, tiny_yolox_task
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction
-from bench.methods.feature_stream import DescriptorStream, FeatureStream, pack_streams, unpack_streams
-from bench.methods.pillow_codecs import PillowCodec
+from bench.methods.codecs.pillow import PillowCodec
+from bench.methods.human_machine.feature_stream import DescriptorStream, FeatureStream, pack_streams, unpack_streams
 from bench.running.runner import TaskJob, measure_sample
 from bench.tasks.matching import DescriptorMatching, extract
 

@@ -220,7 +220,7 @@ def test_a_killed_run_leaves_no_worker_behind(tmp_path, photo_folder):
     """SIGKILL the parent of a sweep with two workers: the workers exit with it."""
     (tmp_path / "sleepy_codec.py").write_text(
         "import time\n"
-        "from bench.methods.pillow_codecs import PillowCodec\n\n\n"
+        "from bench.methods.codecs.pillow import PillowCodec\n\n\n"
         "class SleepyJPEG(PillowCodec):\n"
         "    def encode(self, image, rate):\n"
         "        time.sleep(2)\n"

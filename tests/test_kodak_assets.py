@@ -14,7 +14,7 @@ import pytest
 from conftest import assets_dir, requires_assets
 
 from bench.datasets.folder import Kodak
-from bench.methods.pillow_codecs import PillowCodec
+from bench.methods.codecs.pillow import PillowCodec
 from bench.running.runner import run_sweep
 from bench.running.store import RunStore, aggregate
 

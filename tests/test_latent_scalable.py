@@ -18,8 +18,8 @@ from learned_method_fixtures import (  # noqa: F401 - one_torch_thread is an aut
 from split_fixtures import tiny_espnet_task, tiny_yolox_task
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction, MethodUnavailable
-from bench.methods.compressai_codecs import _to_tensor, _to_uint8
-from bench.methods.latent_scalable import LatentScalable, crop_to_image, task_features
+from bench.methods.human_machine.latent_scalable import LatentScalable, crop_to_image, task_features
+from bench.methods.learned.compressai import to_tensor, to_uint8
 from bench.running.runner import TaskJob, measure_sample
 
 SPLIT = "features.3"  # MobileNetV3-small: 24 channels at stride 8
@@ -51,7 +51,7 @@ def in_memory_latent(method: LatentScalable, image: np.ndarray) -> torch.Tensor:
     net = method.network(1)
     pad, _ = compute_padding(*image.shape[:2], min_div=64)
     with torch.no_grad():
-        return torch.round(net.g_a(F.pad(_to_tensor(image), pad)))  # the scale hyperprior rounds y itself
+        return torch.round(net.g_a(F.pad(to_tensor(image), pad)))  # the scale hyperprior rounds y itself
 
 
 def test_each_layer_is_its_own_stream_of_real_bytes_and_decodes_to_the_in_memory_latent(method, image):
@@ -67,7 +67,7 @@ def test_each_layer_is_its_own_stream_of_real_bytes_and_decodes_to_the_in_memory
     net = method.network(1)
     _, unpad = compute_padding(90, 120, min_div=64)
     with torch.no_grad():
-        expected_image = _to_uint8(F.pad(net.g_s(y_hat).clamp(0, 1), unpad))
+        expected_image = to_uint8(F.pad(net.g_s(y_hat).clamp(0, 1), unpad))
         hidden = crop_to_image(net.lst.trunk(y_hat[:, :8]), 90, 120, 8, 64)  # the image's own geometry: no resampling
         logits = method.split_network.back(net.lst.tail(hidden), (90, 120))
     np.testing.assert_array_equal(method.decode(written, HUMAN), expected_image)
@@ -224,7 +224,7 @@ def test_the_codec_starts_from_the_shipped_hyperprior_weights():
     """init_from reads the committed bmshj2018-hyperprior-ours q1 (fp16, entropy tables of their own size)."""
     from pathlib import Path
 
-    from bench.methods.latent_scalable import init_codec, network_class
+    from bench.methods.human_machine.latent_scalable import init_codec, network_class
 
     path = Path(__file__).resolve().parents[1] / "checkpoints/bmshj2018-hyperprior-ours/bmshj2018-hyperprior-mse-q1.pth"
     net = network_class()(128, 192, 96, 16, 8)

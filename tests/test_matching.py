@@ -187,7 +187,7 @@ def test_bad_input_is_a_clear_error(task, features):
 def test_a_failed_query_leaves_the_database_whole(tmp_path, photo_folder):
     from bench.datasets.folder import ImageFolder
     from bench.methods.base import CodecError
-    from bench.methods.pillow_codecs import PillowCodec
+    from bench.methods.codecs.pillow import PillowCodec
     from bench.running.evaluation import evaluate_task
     from bench.running.runner import TaskLogs, run_sweep
     from bench.running.store import RunStore

@@ -149,7 +149,7 @@ def test_jpeg_sweep_through_the_cli(tmp_path, astronaut):
 @needs_mediapipe
 def test_all_four_tasks_in_one_sweep(tmp_path, astronaut):
     from bench.datasets.folder import ImageFolder
-    from bench.methods.pillow_codecs import PillowCodec
+    from bench.methods.codecs.pillow import PillowCodec
     from bench.running.evaluation import evaluate_task
     from bench.running.runner import TaskLogs, run_sweep
     from bench.running.store import RunStore

@@ -10,7 +10,7 @@ import pytest
 
 from bench.analysis.report import main as report_main
 from bench.datasets.folder import ImageFolder
-from bench.methods.pillow_codecs import PillowCodec
+from bench.methods.codecs.pillow import PillowCodec
 from bench.running.evaluation import evaluate_task
 from bench.running.runner import TaskLogs, run_sweep
 from bench.running.store import RunStore, aggregate, compressai_json, write_outputs

@@ -12,7 +12,7 @@ from PIL import Image
 
 from bench.datasets.folder import ImageFolder
 from bench.methods.base import Bitstream, CodecError, Family, Method
-from bench.methods.pillow_codecs import PillowCodec
+from bench.methods.codecs.pillow import PillowCodec
 from bench.metrics import image as M
 from bench.running.runner import measure_sample, run_sweep
 from bench.running.store import RunStore, aggregate

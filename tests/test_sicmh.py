@@ -12,9 +12,9 @@ import torch
 
 from bench.datasets.folder import ImageFolder
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family
-from bench.methods.compressai_codecs import Header, _to_tensor
-from bench.methods.sicmh import BASE_STREAMS, SICMH, Architecture
-from bench.methods.sicmh_training import STAGES, rate_point, validation_figures
+from bench.methods.human_machine.sicmh import BASE_STREAMS, SICMH, Architecture
+from bench.methods.human_machine.sicmh_training import STAGES, rate_point, validation_figures
+from bench.methods.learned.compressai import Header, to_tensor
 from bench.running.runner import measure_sample
 from bench.tasks.segmentation import TorchvisionSegmenter
 from bench.training.loop import (
@@ -284,7 +284,7 @@ def test_each_stage_lowers_its_loss_on_a_tiny_batch(stage, photos):
     task = segmenter()
     torch.manual_seed(0)
     recipe = m.training_recipe(1, [task], RECIPE, "cpu")
-    x = torch.cat([_to_tensor(photos["astronaut"][:64, :64]), _to_tensor(photos["coffee"][:64, 100:164])])
+    x = torch.cat([to_tensor(photos["astronaut"][:64, :64]), to_tensor(photos["coffee"][:64, 100:164])])
     before, after = _steps_lower_the_loss(recipe, stage, x)
     assert after < before, (stage, before, after)
 
@@ -383,7 +383,7 @@ def test_espnet_is_trained_when_the_run_names_no_task_and_its_head_decodes_from_
     recipe = m.training_recipe(1, [], RECIPE, "cpu")  # no run task: the method's own
     assert "task:espnet-tiny" in recipe.stages[0].frozen
     assert recipe.stages[0].frozen["task:espnet-tiny"] is task.network
-    x = torch.cat([_to_tensor(photos["astronaut"][:64, :64]), _to_tensor(photos["coffee"][:64, 100:164])])
+    x = torch.cat([to_tensor(photos["astronaut"][:64, :64]), to_tensor(photos["coffee"][:64, 100:164])])
     before, after = _steps_lower_the_loss(recipe, "side", x)
     assert after < before
 

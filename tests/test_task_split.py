@@ -21,7 +21,7 @@ from conftest import assets_dir  # noqa: E402
 from learned_method_fixtures import one_torch_thread, tiny_classifier  # noqa: E402, F401 - autouse fixture
 from split_fixtures import tiny_espnet_task, tiny_yolox_task  # noqa: E402
 
-from bench.methods.task_split import ESPNET_CUTS, SplitError, SplitTaskNetwork, default_split  # noqa: E402
+from bench.methods.human_machine.task_split import ESPNET_CUTS, SplitError, SplitTaskNetwork, default_split  # noqa: E402
 from bench.tasks.losses import raw_head_terms  # noqa: E402
 from bench.tasks.onnx_torch import OnnxConversionError, resolve_cut, single_tensor_cuts  # noqa: E402
 from bench.tasks.segmentation import read_prediction  # noqa: E402

@@ -11,7 +11,7 @@ from pathlib import Path
 from task_fixtures import DominantChannel
 
 from bench.datasets.folder import ImageFolder
-from bench.methods.pillow_codecs import PillowCodec
+from bench.methods.codecs.pillow import PillowCodec
 from bench.running.evaluation import evaluate_task
 from bench.running.runner import TaskLogs, run_sweep
 from bench.running.store import RunStore

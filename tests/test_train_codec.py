@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
 from bench.methods.base import MethodUnavailable  # noqa: E402
-from bench.methods.compressai_codecs import CompressAICodec, _to_tensor, _to_uint8  # noqa: E402
+from bench.methods.learned.compressai import CompressAICodec, to_tensor, to_uint8  # noqa: E402
 from bench.metrics.image import psnr  # noqa: E402
 from bench.training.codec import Trainer, TrainError, build_model, load_config, main, read_checkpoint  # noqa: E402
 from bench.training.codec_weights import ChecksumError, export_run, read_state_dict, sha256_of  # noqa: E402
@@ -199,8 +199,8 @@ def test_exported_weights_decode_in_the_harness_as_in_memory(exported):
     state = {k: v.float() if v.is_floating_point() else v for k, v in read_state_dict(weights).items()}
     net = model_architectures["bmshj2018-hyperprior"].from_state_dict(state).eval()
     with torch.inference_mode():
-        out = net.compress(_to_tensor(image))
-        reference = _to_uint8(net.decompress(out["strings"], out["shape"])["x_hat"])
+        out = net.compress(to_tensor(image))
+        reference = to_uint8(net.decompress(out["strings"], out["shape"])["x_hat"])
     assert bitstream.streams["y"] == b"".join(out["strings"][0])
     assert bitstream.streams["z"] == b"".join(out["strings"][1])
     np.testing.assert_array_equal(decoded, reference)

@@ -17,7 +17,7 @@ import pytest
 
 from bench.io.video import Clip, pad_to_even, rgb_to_yuv420, yuv420_planes, yuv420_to_rgb
 from bench.methods.base import Bitstream, CodecError, MethodUnavailable
-from bench.methods.video_codecs import CODECS, PyAVVideoCodec, VTMVideo
+from bench.methods.codecs.video import CODECS, PyAVVideoCodec, VTMVideo
 from bench.metrics import video as VM
 from tests.video_fixtures import moving_shapes
 
@@ -173,7 +173,7 @@ def test_ssf2020_bytes_are_compressais_strings_and_decode_to_the_encoders_recons
     import torch.nn.functional as F
     from compressai.ops import compute_padding
 
-    from bench.methods.ssf2020 import SSF2020
+    from bench.methods.learned.ssf2020 import SSF2020
 
     torch.set_num_threads(1)
     clip = Clip(moving_shapes(3, 40, 58, seed=5), fps=25)
@@ -211,7 +211,7 @@ def test_ssf2020_bytes_are_compressais_strings_and_decode_to_the_encoders_recons
 
 def test_ssf2020_offline_names_the_file_and_the_url(tmp_path, monkeypatch):
     pytest.importorskip("compressai")
-    from bench.methods.ssf2020 import SSF2020
+    from bench.methods.learned.ssf2020 import SSF2020
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     reason = SSF2020("ssf2020", [2]).unavailable_reason()
@@ -220,7 +220,7 @@ def test_ssf2020_offline_names_the_file_and_the_url(tmp_path, monkeypatch):
 
 
 def test_ssf2020_rejects_unknown_qualities_and_metrics():
-    from bench.methods.ssf2020 import SSF2020
+    from bench.methods.learned.ssf2020 import SSF2020
 
     with pytest.raises(ValueError, match=r"ssf2020 has qualities 1..9; got \[10\]"):
         SSF2020("ssf2020", [1, 10])
@@ -232,7 +232,7 @@ def test_ssf2020_wrong_or_unreadable_checkpoint_names_the_file(tmp_path):
     torch = pytest.importorskip("torch")
     from compressai.zoo import bmshj2018_hyperprior
 
-    from bench.methods.ssf2020 import SSF2020
+    from bench.methods.learned.ssf2020 import SSF2020
 
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")

@@ -14,7 +14,7 @@ import pytest
 from bench.datasets.ucf101 import UCF101
 from bench.io.video import Clip
 from bench.methods.base import HUMAN, Bitstream, Family, Method
-from bench.methods.video_codecs import PyAVVideoCodec
+from bench.methods.codecs.video import PyAVVideoCodec
 from bench.running.runner import measure_sample
 from tests.conftest import assets_dir, requires_assets
 from tests.video_fixtures import moving_shapes, write_ucf101_tree

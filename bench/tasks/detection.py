@@ -794,7 +794,7 @@ class TorchvisionDetector(CocoDetectionTask):
         state["_network"] = None  # rebuilt from the hub cache where it is needed
         return state
 
-    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+    def to_tensor(self, image: np.ndarray) -> torch.Tensor:
         import torch
 
         return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
@@ -825,7 +825,7 @@ class TorchvisionDetector(CocoDetectionTask):
         net.eval()
         try:
             with torch.inference_mode(), autocast(device, self.autocast):
-                return net([self._to_tensor(img).to(device) for img in images])
+                return net([self.to_tensor(img).to(device) for img in images])
         finally:
             net.train(was_training)
 

@@ -76,7 +76,7 @@ def load_config(overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fill the lambda from the quality and reject values that cannot train."""
-    from bench.methods.compressai_codecs import QUALITIES
+    from bench.methods.learned.compressai import QUALITIES
 
     arch = cfg["model"]
     if arch not in QUALITIES:
@@ -111,9 +111,9 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
     """The zoo architecture at ``quality`` (untrained), or with explicit N/M for tiny test models."""
-    from bench.methods.compressai_codecs import _import_compressai
+    from bench.methods.learned.compressai import import_compressai
 
-    _import_compressai()
+    import_compressai()
     from compressai.zoo import image_models
     from compressai.zoo.image import cfgs, model_architectures
 
@@ -153,7 +153,7 @@ def validate(
     import torch.nn.functional as F
     from compressai.ops import compute_padding
 
-    from bench.methods.compressai_codecs import MIN_DIV, _to_tensor, _to_uint8
+    from bench.methods.learned.compressai import MIN_DIV, to_tensor, to_uint8
     from bench.metrics.image import bits_per_pixel, psnr
 
     was_training = net.training
@@ -165,7 +165,7 @@ def validate(
             for image in images:
                 height, width = image.shape[:2]
                 pad, unpad = compute_padding(height, width, min_div=MIN_DIV)
-                x = F.pad(_to_tensor(image).to(device), pad, mode="constant", value=0)
+                x = F.pad(to_tensor(image).to(device), pad, mode="constant", value=0)
                 rd = criterion(net(x), x)
                 out = net.compress(x)
                 num_bytes = sum(len(s) for strings in out["strings"] for s in strings)
@@ -174,7 +174,7 @@ def validate(
                 sums["bpp_loss"] += float(rd["bpp_loss"])
                 sums["mse_loss"] += float(rd["mse_loss"])
                 sums["bpp"] += bits_per_pixel(num_bytes, height, width)
-                sums["psnr"] += psnr(image, _to_uint8(x_hat))
+                sums["psnr"] += psnr(image, to_uint8(x_hat))
     finally:
         net.train(was_training)
     return {k: v / len(images) for k, v in sums.items()}

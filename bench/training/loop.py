@@ -1,7 +1,7 @@
 """Training learned methods: ``python -m bench train method=<m> dataset=<d> task=<t> rate=<r>``.
 
 The loop is generic; a method supplies its recipe. This is the interface
-learned methods implement (``methods/eac.py`` is a complete example).
+learned methods implement (``methods/human_machine/eac.py`` is a complete example).
 
 The method side
 ---------------

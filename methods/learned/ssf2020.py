@@ -32,14 +32,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from bench.methods import container
 from bench.methods.base import HUMAN, Bitstream, CodecError, MethodUnavailable
-from bench.methods.compressai_codecs import (
-    CompressAICodec,
-    _get_varint,
-    _put_varint,
-    _to_tensor,
-    _to_uint8,
-)
+from bench.methods.learned.compressai import CompressAICodec, to_tensor, to_uint8
 
 if TYPE_CHECKING:
     import torch
@@ -57,28 +52,18 @@ def write_header(
     quality: int, frames: int, height: int, width: int, shape: Sequence[int], lengths: Sequence[int]
 ) -> bytes:
     """The header stream: version, then varints (quality, frames, height, width, latent h, w, string lengths)."""
-    out = bytearray([HEADER_VERSION])
-    for value in (quality, frames, height, width, *shape, *lengths):
-        _put_varint(out, int(value))
-    return bytes(out)
+    return container.write_header(HEADER_VERSION, (quality, frames, height, width, *shape, *lengths))
 
 
 def read_header(data: bytes) -> tuple[int, int, int, int, tuple[int, int], list[int]]:
     """Inverse of :func:`write_header`; ValueError when it is malformed."""
-    if not data or data[0] != HEADER_VERSION:
-        raise ValueError(f"not an {ARCH} header of version {HEADER_VERSION}")
-    pos, values = 1, []
-    for _ in range(6):
-        value, pos = _get_varint(data, pos)
-        values.append(value)
-    quality, frames, height, width, zh, zw = values
+    what = f"{ARCH} header"
+    (quality, frames, height, width, zh, zw), _ = container.read_header(data, HEADER_VERSION, 6, what)
     if frames < 1:
         raise ValueError("header says the clip has no frames")
     count = STRINGS_PER_KEYFRAME + STRINGS_PER_INTER * (frames - 1)
-    lengths = []
-    for _ in range(count):
-        value, pos = _get_varint(data, pos)
-        lengths.append(value)
+    values, pos = container.read_header(data, HEADER_VERSION, 6 + count, what)
+    lengths = values[6:]
     if pos != len(data):
         raise ValueError(f"{len(data) - pos} stray bytes after the header")
     return quality, frames, height, width, (zh, zw), lengths
@@ -172,7 +157,7 @@ class SSF2020(CompressAICodec):
             with torch.inference_mode():
                 x_ref = None
                 for index in range(frames):
-                    x = F.pad(_to_tensor(clip[index]).to(self.device), pad, mode="constant", value=0)
+                    x = F.pad(to_tensor(clip[index]).to(self.device), pad, mode="constant", value=0)
                     if x_ref is None:
                         x_ref, out = net.encode_keyframe(x)
                         shapes.add(tuple(out["shape"]))
@@ -218,12 +203,12 @@ class SSF2020(CompressAICodec):
             with torch.inference_mode():
                 y, z = pieces[:STRINGS_PER_KEYFRAME]
                 x_ref = net.decode_keyframe([[y], [z]], size).clamp(0, 1)
-                out.append(_to_uint8(F.pad(x_ref, unpad)))
+                out.append(to_uint8(F.pad(x_ref, unpad)))
                 for k in range(frames - 1):
                     my, mz, ry, rz = pieces[STRINGS_PER_KEYFRAME + STRINGS_PER_INTER * k :][:STRINGS_PER_INTER]
                     strings = {"motion": [[my], [mz]], "residual": [[ry], [rz]]}
                     x_ref = net.decode_inter(x_ref, strings, {"motion": size, "residual": size}).clamp(0, 1)
-                    out.append(_to_uint8(F.pad(x_ref, unpad)))
+                    out.append(to_uint8(F.pad(x_ref, unpad)))
         except Exception as exc:
             raise CodecError(f"{self._label(q)}: decoding failed: {exc}") from exc
         return np.stack(out)

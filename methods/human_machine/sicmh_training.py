@@ -20,7 +20,7 @@ images to real bytes. MSE is on [0, 1] images. The task loss ("CE") is
 :mod:`bench.tasks.losses`' loss of the frozen harness task network on h̃''
 against its own output on the uncompressed crop: cross-entropy for
 classifiers and segmenters, the training losses for detectors (the paper
-fine-tunes its task networks on labels; see :mod:`bench.methods.sicmh`).
+fine-tunes its task networks on labels; see :mod:`bench.methods.human_machine.sicmh`).
 
 Recipe settings (``conf/recipe/sicmh.yaml``): ``rate_points`` (per rate:
 ``side_lambda``, ``fine_lambda``), ``run`` (the stages to run, in order; the
@@ -42,15 +42,15 @@ import torch
 import torch.nn.functional as F
 
 from bench.methods.base import HUMAN, CodecError
-from bench.methods.learned_losses import bits_per_pixel
-from bench.methods.sicmh import BASE_STREAMS, COARSE
+from bench.methods.human_machine.sicmh import BASE_STREAMS, COARSE
+from bench.methods.learned.losses import bits_per_pixel
 from bench.metrics import image as M
 from bench.tasks.losses import TaskLoss, loss_for
 from bench.training.loop import Batch, Recipe, Stage, TrainingError
 
 if TYPE_CHECKING:
-    from bench.methods.sicmh import SICMH
-    from bench.methods.sicmh_model import SICMHNetwork
+    from bench.methods.human_machine.sicmh import SICMH
+    from bench.methods.human_machine.sicmh_model import SICMHNetwork
     from bench.tasks.base import Task
 
 STAGES = ("side", "heads", "coarse", "fine")
@@ -82,7 +82,7 @@ def rate_point(settings: Mapping[str, Any], rate: Any) -> dict[str, float]:
 
 def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
     """Copy a CompressAI hyperprior's ``g_a`` (Fig. 5a's structure) into the Encoder; names any mismatch."""
-    from bench.methods.compressai_codecs import _state_dict_of
+    from bench.methods.learned.compressai import state_dict_of
     from bench.training.codec_weights import verify_checksum
 
     path = Path(path).expanduser()
@@ -90,7 +90,7 @@ def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
         raise TrainingError(f"sicmh: init_encoder_from: file not found: {path}")
     try:
         verify_checksum(path)
-        state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
+        state = state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:
         raise TrainingError(f"sicmh: init_encoder_from: cannot read {path}: {type(exc).__name__}: {exc}") from exc
     ours = net.side.encoder.state_dict()
@@ -108,13 +108,13 @@ def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
 
 def load_model(net: SICMHNetwork, path: str | Path) -> None:
     """Start from an earlier SICMH run's ``model.pt`` (or any file holding its state dict)."""
-    from bench.methods.compressai_codecs import _state_dict_of
+    from bench.methods.learned.compressai import state_dict_of
 
     path = Path(path).expanduser()
     if not path.is_file():
         raise TrainingError(f"sicmh: init_from: file not found: {path}")
     try:
-        state = _state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
+        state = state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
         net.load_state_dict(dict(state))
     except Exception as exc:
         raise TrainingError(f"sicmh: init_from {path}: {type(exc).__name__}: {exc}") from exc

@@ -44,7 +44,7 @@ import numpy as np
 
 from bench.io.video import frame_rate, pad_to_even, rgb_to_yuv420, yuv420_to_rgb
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
-from bench.methods.vtm import VTM
+from bench.methods.codecs.vtm import VTM
 
 DEFAULT_FPS = 25
 STREAM = "video"
@@ -253,7 +253,7 @@ class VTMVideo(VTM):
     """VVC with VTM on a clip, low delay P (``encoder_lowdelay_P_vtm.cfg``): rate = QP, higher = fewer bytes.
 
     The external ``EncoderApp`` / ``DecoderApp`` are located as for the image
-    adapter (:class:`~bench.methods.vtm.VTM`: ``vtm_dir`` or ``VTM_DIR``). The
+    adapter (:class:`~bench.methods.codecs.vtm.VTM`: ``vtm_dir`` or ``VTM_DIR``). The
     clip goes to VTM as an 8-bit 4:2:0 YUV file made by the conversion the
     PyAV codecs use (BT.601 limited range, even-padded), all frames at once
     (``-f T``, ``-fr`` the rounded frame rate); the bitstream file is the

@@ -2,7 +2,7 @@
 
 Zhang, Liu & Peng, "Side information-driven image coding for hybrid
 machine–human vision" (EURASIP JIVP 2025; seed 001). The networks are in
-:mod:`bench.methods.sicmh_model`; this module is the bitstream, the family
+:mod:`bench.methods.human_machine.sicmh_model`; this module is the bitstream, the family
 contract, the per-target decode and the training recipe.
 
 Streams, in layer order, each real entropy-coded bytes:
@@ -47,21 +47,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
-from bench.methods.checkpoint_files import CheckpointSet
-from bench.methods.compressai_codecs import (
-    Header,
-    _default_entropy_coder,
-    _import_compressai,
-    _to_tensor,
-    _to_uint8,
-    ready_for_coding,
-)
 from bench.methods.families import LayeredStreams, StreamContract
+from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.compressai import (
+    Header,
+    default_entropy_coder,
+    import_compressai,
+    ready_for_coding,
+    to_tensor,
+    to_uint8,
+)
 
 if TYPE_CHECKING:
     import torch
 
-    from bench.methods.sicmh_model import SICMHNetwork
+    from bench.methods.human_machine.sicmh_model import SICMHNetwork
     from bench.tasks.base import Task
     from bench.training.loop import Recipe
 
@@ -240,8 +240,8 @@ class SICMH(Method):
     # --- networks --------------------------------------------------------------------
     def new_network(self) -> SICMHNetwork:
         """An untrained network of this method's architecture (training starts here)."""
-        _import_compressai()
-        from bench.methods.sicmh_model import SICMHNetwork
+        import_compressai()
+        from bench.methods.human_machine.sicmh_model import SICMHNetwork
 
         return SICMHNetwork(self.architecture)
 
@@ -249,7 +249,7 @@ class SICMH(Method):
         """Use ``net`` for rate point ``rate`` (its entropy tables are rebuilt here)."""
         import torch
 
-        with _default_entropy_coder(self.entropy_coder), torch.no_grad():
+        with default_entropy_coder(self.entropy_coder), torch.no_grad():
             net.update(force=True)
         self._nets[rate] = net.eval().to(self.device)
 
@@ -270,7 +270,7 @@ class SICMH(Method):
 
     def unavailable_reason(self) -> str | None:
         try:
-            _import_compressai()
+            import_compressai()
             if self.machine_task is not None:
                 self.head_for(self.machine_task.name)
         except (MethodUnavailable, CodecError) as exc:
@@ -286,14 +286,14 @@ class SICMH(Method):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise CodecError(f"{self.name}: expected an H x W x 3 uint8 image, got {image.shape} {image.dtype}")
         pad, _ = compute_padding(image.shape[0], image.shape[1], min_div=self.min_div)
-        return F.pad(_to_tensor(image).to(self.device), pad, mode="constant", value=0)
+        return F.pad(to_tensor(image).to(self.device), pad, mode="constant", value=0)
 
     def _unpadded(self, x: torch.Tensor, height: int, width: int) -> np.ndarray:
         import torch.nn.functional as F
         from compressai.ops import compute_padding
 
         _, unpad = compute_padding(height, width, min_div=self.min_div)
-        return _to_uint8(F.pad(x, unpad).clamp(0, 1))
+        return to_uint8(F.pad(x, unpad).clamp(0, 1))
 
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:
         import torch
@@ -387,7 +387,8 @@ class SICMH(Method):
 
     # --- training ------------------------------------------------------------------------
     def training_recipe(self, rate: Any, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Recipe:
-        """The paper's stages (§3.1.3, §3.2, §3.3) for rate point ``rate``; see :mod:`bench.methods.sicmh_training`."""
-        from bench.methods.sicmh_training import build_recipe
+        """The paper's stages (§3.1.3, §3.2, §3.3) for rate point ``rate``; see
+        :mod:`bench.methods.human_machine.sicmh_training`."""
+        from bench.methods.human_machine.sicmh_training import build_recipe
 
         return build_recipe(self, rate, tasks, settings, device)

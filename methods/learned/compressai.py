@@ -49,6 +49,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
+from bench.methods.container import get_varint, put_varint
 from bench.provenance import installed_versions
 
 if TYPE_CHECKING:  # torch is imported lazily: listing methods must stay cheap
@@ -74,34 +75,6 @@ _STATE_DICT_KEYS = ("state_dict", "model", "network", "model_state_dict")
 # --- container -----------------------------------------------------------------
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    if value < 0:
-        raise ValueError(f"cannot write a negative value ({value}) in the header")
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return
-
-
-def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("header ends inside a number")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("header number too long")
-
-
 @dataclass(frozen=True)
 class Header:
     """What a decoder must know besides the entropy-coded strings.
@@ -119,11 +92,11 @@ class Header:
     def to_bytes(self) -> bytes:
         out = bytearray([HEADER_VERSION])
         for v in (self.quality, self.height, self.width, len(self.shape), *self.shape, len(self.lengths)):
-            _put_varint(out, v)
+            put_varint(out, v)
         for lens in self.lengths:
-            _put_varint(out, len(lens))
+            put_varint(out, len(lens))
             for n in lens:
-                _put_varint(out, n)
+                put_varint(out, n)
         return bytes(out)
 
     @classmethod
@@ -136,20 +109,20 @@ class Header:
         pos = 1
         vals = []
         for _ in range(4):
-            v, pos = _get_varint(data, pos)
+            v, pos = get_varint(data, pos)
             vals.append(v)
         quality, height, width, ndim = vals
         shape = []
         for _ in range(ndim):
-            v, pos = _get_varint(data, pos)
+            v, pos = get_varint(data, pos)
             shape.append(v)
-        n_lists, pos = _get_varint(data, pos)
+        n_lists, pos = get_varint(data, pos)
         lengths = []
         for _ in range(n_lists):
-            count, pos = _get_varint(data, pos)
+            count, pos = get_varint(data, pos)
             lens = []
             for _ in range(count):
-                v, pos = _get_varint(data, pos)
+                v, pos = get_varint(data, pos)
                 lens.append(v)
             lengths.append(tuple(lens))
         return cls(quality, height, width, tuple(shape), tuple(lengths)), pos
@@ -194,7 +167,7 @@ def unpack(data: bytes) -> Bitstream:
 # --- helpers that import torch / compressai lazily ----------------------------
 
 
-def _import_compressai() -> Any:
+def import_compressai() -> Any:
     """Import compressai (and torch), or say why this machine cannot."""
     try:
         with warnings.catch_warnings():  # torch 2.14 deprecates the jit.script compressai uses at import
@@ -209,9 +182,9 @@ def _import_compressai() -> Any:
 
 
 @contextlib.contextmanager
-def _default_entropy_coder(name: str) -> Iterator[None]:
+def default_entropy_coder(name: str) -> Iterator[None]:
     """Entropy models take the default coder when built: set it while building."""
-    compressai = _import_compressai()
+    compressai = import_compressai()
     available = compressai.available_entropy_coders()
     if name not in available:
         raise MethodUnavailable(f"entropy coder {name!r} is not available in compressai (it has {available})")
@@ -248,13 +221,13 @@ def ready_for_coding(
         net.load_state_dict(state)
     except RuntimeError as exc:
         raise MethodUnavailable(f"{mismatch}: {exc}") from exc
-    with _default_entropy_coder(entropy_coder), torch.no_grad():
+    with default_entropy_coder(entropy_coder), torch.no_grad():
         if _needs_update(net):
             net.update(force=True)
     return net.eval().to(device)
 
 
-def _state_dict_of(obj: Any) -> Mapping[str, Any]:
+def state_dict_of(obj: Any) -> Mapping[str, Any]:
     """A raw state_dict, or the one a training checkpoint keeps under a known key."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a state_dict or a dict holding one, found {type(obj).__name__}")
@@ -264,7 +237,7 @@ def _state_dict_of(obj: Any) -> Mapping[str, Any]:
     return obj
 
 
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
+def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``1 x 3 x H x W`` float32 in [0, 1], bit for bit what ``ToTensor`` gives eval_model."""
     import torch
 
@@ -272,7 +245,7 @@ def _to_tensor(image: np.ndarray) -> torch.Tensor:
     return x.to(dtype=torch.float32).div(255).unsqueeze(0)
 
 
-def _to_uint8(x_hat: torch.Tensor) -> np.ndarray:
+def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
     """``H x W x 3`` uint8, rounded as eval_model's ``compute_metrics`` rounds."""
     import torch
 
@@ -404,7 +377,7 @@ class CompressAICodec(Method):
 
     def weights_file(self, quality: int) -> Path:
         """The file this quality's weights are read from (a local checkpoint or the hub cache)."""
-        _import_compressai()
+        import_compressai()
         return self.checkpoint_file(quality) or self.zoo_cache_file(quality)
 
     def fetch_weights(self) -> list[Path]:
@@ -478,9 +451,9 @@ class CompressAICodec(Method):
     def _load(self, quality: int) -> torch.nn.Module:
         import torch
 
-        _import_compressai()
+        import_compressai()
         # no_grad, not inference_mode: the CDF buffers made here must stay ordinary tensors
-        with _default_entropy_coder(self.entropy_coder), torch.no_grad():
+        with default_entropy_coder(self.entropy_coder), torch.no_grad():
             path = self.checkpoint_file(quality)
             net = self._load_zoo(quality) if path is None else self._load_checkpoint(quality, path)
             if _needs_update(net):
@@ -531,7 +504,7 @@ class CompressAICodec(Method):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
             # fp16 exports (bench train-codec export) run in float32; integer CDF tables stay as they are
-            state = to_float32(rename_legacy_keys(dict(_state_dict_of(obj))))
+            state = to_float32(rename_legacy_keys(dict(state_dict_of(obj))))
         except Exception as exc:  # unreadable, not a torch file, pickled code (weights_only refuses it)
             raise MethodUnavailable(
                 f"{self._label(quality)}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}"
@@ -558,7 +531,7 @@ class CompressAICodec(Method):
         pad, _ = compute_padding(height, width, min_div=self.min_div)
         try:
             with torch.inference_mode():
-                x = F.pad(_to_tensor(image).to(self.device), pad, mode="constant", value=0)
+                x = F.pad(to_tensor(image).to(self.device), pad, mode="constant", value=0)
                 out = net.compress(x)
         except Exception as exc:
             raise CodecError(f"{self._label(q)}: compress failed on a {height}x{width} image: {exc}") from exc
@@ -629,7 +602,7 @@ class CompressAICodec(Method):
             with torch.inference_mode():
                 out = net.decompress(strings, torch.Size(header.shape))
                 x_hat = F.pad(out["x_hat"], unpad)
-                image = _to_uint8(x_hat)
+                image = to_uint8(x_hat)
         except Exception as exc:
             raise CodecError(f"{self._label(q)}: decompress failed: {exc}") from exc
         if image.shape != (header.height, header.width, 3):

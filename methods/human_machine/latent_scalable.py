@@ -6,7 +6,7 @@ whose latent ``y`` is split by channels: the first ``base_channels`` form the
 *enhancement* layer, which together with the base reconstructs the image.
 A *latent-space transform* (a small synthesis network) maps the decoded base
 latent to the features of a frozen task network at a cut, and the rest of
-that network finishes the task (:mod:`bench.methods.task_split`), as Choi &
+that network finishes the task (:mod:`bench.methods.human_machine.task_split`), as Choi &
 Bajić map their base latent to YOLOv3's layer-12 features. The default task
 is YOLOX-Nano, cut after CSPDarknet's dark3 (stride 8, the closest to their
 YOLOv3 layer 12); ESPNet (``task=espnet``) and torchvision networks with
@@ -40,18 +40,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
-from bench.methods.checkpoint_files import CheckpointSet
-from bench.methods.compressai_codecs import (
+from bench.methods.families import LayeredStreams, StreamContract
+from bench.methods.human_machine.task_split import SplitTaskNetwork
+from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.compressai import (
     MIN_DIV,
     Header,
-    _default_entropy_coder,
-    _import_compressai,
-    _to_tensor,
-    _to_uint8,
+    default_entropy_coder,
+    import_compressai,
     ready_for_coding,
+    to_tensor,
+    to_uint8,
 )
-from bench.methods.families import LayeredStreams, StreamContract
-from bench.methods.task_split import SplitTaskNetwork
 from bench.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def task_features(
 @functools.lru_cache(maxsize=1)
 def network_class() -> type:
     """The network class, built on first use so that importing this module needs no torch."""
-    _import_compressai()
+    import_compressai()
     import torch
     from compressai.models import ScaleHyperprior
 
@@ -139,7 +139,7 @@ class LatentScalable(Method):
 
     ``machine_task`` is the harness task the base layer serves (its network
     is cut at ``split``; None: the network's default cut, see
-    :func:`bench.methods.task_split.default_split`); ``N``, ``M`` and
+    :func:`bench.methods.human_machine.task_split.default_split`); ``N``, ``M`` and
     ``base_channels`` are the codec's channels. One trained network per rate point (``checkpoints``);
     :meth:`set_network` installs one directly (tests, a training loop).
     """
@@ -214,7 +214,7 @@ class LatentScalable(Method):
 
     def set_network(self, quality: int, net: Any) -> None:
         """Use ``net`` for rate point ``quality`` (its entropy tables are built here)."""
-        with _default_entropy_coder(self.entropy_coder):
+        with default_entropy_coder(self.entropy_coder):
             net.update(force=True)
         self._nets[quality] = net.eval().to(self.device)
 
@@ -234,7 +234,7 @@ class LatentScalable(Method):
 
     def unavailable_reason(self) -> str | None:
         try:
-            _import_compressai()
+            import_compressai()
             self.task_name()
         except MethodUnavailable as exc:
             return str(exc)
@@ -256,7 +256,7 @@ class LatentScalable(Method):
         height, width = image.shape[:2]
         pad, _ = compute_padding(height, width, min_div=self.min_div)
         with torch.inference_mode():
-            x = F.pad(_to_tensor(image).to(self.device), pad, mode="constant", value=0)
+            x = F.pad(to_tensor(image).to(self.device), pad, mode="constant", value=0)
             y = net.g_a(x)
             z = net.h_a(torch.abs(y))
             z_strings = net.entropy_bottleneck.compress(z)
@@ -334,7 +334,7 @@ class LatentScalable(Method):
             return HeadPrediction(self.task_prediction(net, y_hat, header.height, header.width))
         _, unpad = compute_padding(header.height, header.width, min_div=self.min_div)
         with torch.inference_mode():
-            return _to_uint8(F.pad(net.g_s(y_hat).clamp_(0, 1), unpad))
+            return to_uint8(F.pad(net.g_s(y_hat).clamp_(0, 1), unpad))
 
     def versions(self) -> dict[str, str]:
         return {p: importlib.metadata.version(p) for p in ("compressai", "torch")}
@@ -350,7 +350,7 @@ class LatentScalable(Method):
         import torch
         import torch.nn.functional as F
 
-        from bench.methods.learned_losses import bits_per_pixel
+        from bench.methods.learned.losses import bits_per_pixel
         from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
@@ -417,7 +417,7 @@ def init_codec(net: Any, path: str, name: str) -> None:
     import torch
     from compressai.zoo import load_state_dict as rename_legacy_keys
 
-    from bench.methods.compressai_codecs import _state_dict_of
+    from bench.methods.learned.compressai import state_dict_of
 
     if not os.path.isfile(path):
         raise MethodUnavailable(
@@ -425,7 +425,7 @@ def init_codec(net: Any, path: str, name: str) -> None:
             "or set recipe.init_from=null to start the codec from scratch)"
         )
     try:
-        state = rename_legacy_keys(dict(_state_dict_of(torch.load(path, map_location="cpu", weights_only=True))))
+        state = rename_legacy_keys(dict(state_dict_of(torch.load(path, map_location="cpu", weights_only=True))))
     except Exception as exc:
         raise MethodUnavailable(
             f"{name}: cannot read init_from checkpoint {path}: {type(exc).__name__}: {exc}"

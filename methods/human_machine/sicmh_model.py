@@ -34,7 +34,7 @@ and a 3×3 transposed convolution (6a, 6b); the decoders four stride-2 5×5
 transposed convolutions with IGDN (6c); the Prediction Model gathers each
 position's 5×5 neighbourhood (Unfold(5)) and maps it through three 3×3
 convolutions and a linear layer to that position's parameters (Fig. 9).
-Channel counts are not in the paper's text; ours are in :class:`bench.methods.sicmh.Architecture`.
+Channel counts are not in the paper's text; ours are in :class:`bench.methods.human_machine.sicmh.Architecture`.
 
 Images are float tensors in [0, 1] whose sides are multiples of
 :data:`STRIDE` (the method adapter pads). Rounding is CompressAI's: a
@@ -57,7 +57,7 @@ from compressai.models import CompressionModel
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
 
-from bench.methods.sicmh import COARSE, Architecture
+from bench.methods.human_machine.sicmh import COARSE, Architecture
 
 #: y is at 1/16 of the image, h1 at 1/32, h2 at 1/64: image sides must be multiples of 64
 STRIDE = 64

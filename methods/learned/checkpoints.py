@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.methods.base import MethodUnavailable
-from bench.methods.compressai_codecs import _state_dict_of
+from bench.methods.learned.compressai import state_dict_of
 
 DEFAULT_PATTERN = "{name}-q{quality}.pt"
 
@@ -86,7 +86,7 @@ class CheckpointSet:
             raise MethodUnavailable(f"{self.method}: checkpoint file not found: {path}")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-            return dict(_state_dict_of(obj))
+            return dict(state_dict_of(obj))
         except Exception as exc:  # unreadable, not a torch file, pickled code (weights_only refuses it)
             raise MethodUnavailable(
                 f"{self.method}: cannot read checkpoint {path}: {type(exc).__name__}: {exc}"

@@ -7,7 +7,7 @@ lengths as varints, then the codec's streams; a few bytes per image). The
 machine stream is independent of it and the task is charged only that:
 
 - :class:`FeatureStream`: the task network's intermediate features at a cut
-  (:mod:`bench.methods.task_split`; by default YOLOX-Nano after dark3, or
+  (:mod:`bench.methods.human_machine.task_split`; by default YOLOX-Nano after dark3, or
   ESPNet's ``level3`` with ``task=espnet``) through a learned entropy
   bottleneck (an analysis transform, CompressAI's ``EntropyBottleneck``
   with real rANS bytes, a synthesis transform); the decoder runs the rest of
@@ -36,10 +36,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
-from bench.methods.checkpoint_files import CheckpointSet
-from bench.methods.compressai_codecs import _default_entropy_coder, _get_varint, _import_compressai, _put_varint
+from bench.methods.container import (
+    ContainerError,
+    get_varint,
+    pack_streams,
+    put_varint,
+    read_header,
+    unpack_streams,
+    write_header,
+)
 from bench.methods.families import IndependentStreams, StreamContract
-from bench.methods.task_split import SplitTaskNetwork
+from bench.methods.human_machine.task_split import SplitTaskNetwork
+from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.compressai import default_entropy_coder, import_compressai
 from bench.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -51,58 +60,12 @@ FORMAT_VERSION = 1
 # --- the human stream's container ------------------------------------------------------
 
 
-def pack_streams(streams: Mapping[str, bytes]) -> bytes:
-    """Named streams as one: count, then (name, length) per stream as varints, then the bytes in order."""
-    out = bytearray()
-    _put_varint(out, len(streams))
-    for name, data in streams.items():
-        encoded = name.encode("utf-8")
-        _put_varint(out, len(encoded))
-        out += encoded
-        _put_varint(out, len(data))
-    return bytes(out) + b"".join(streams.values())
-
-
-def unpack_streams(data: bytes) -> dict[str, bytes]:
-    """Inverse of :func:`pack_streams`; ValueError naming what is wrong for malformed input."""
-    count, pos = _get_varint(data, 0)
-    names: list[tuple[str, int]] = []
-    for _ in range(count):
-        n, pos = _get_varint(data, pos)
-        if pos + n > len(data):
-            raise ValueError("container ends inside a stream name")
-        name = data[pos : pos + n].decode("utf-8")
-        length, pos = _get_varint(data, pos + n)
-        names.append((name, length))
-    streams = {}
-    for name, length in names:
-        if pos + length > len(data):
-            raise ValueError(f"container too short: stream {name!r} needs {length} bytes, {len(data) - pos} are left")
-        streams[name] = data[pos : pos + length]
-        pos += length
-    if pos != len(data):
-        raise ValueError(f"{len(data) - pos} bytes after the last stream")
-    return streams
-
-
-def _header(*values: int) -> bytes:
-    out = bytearray([FORMAT_VERSION])
-    for v in values:
-        _put_varint(out, v)
-    return bytes(out)
-
-
-def _read_header(data: bytes, count: int, what: str) -> tuple[list[int], int]:
-    if not data or data[0] != FORMAT_VERSION:
-        raise CodecError(f"{what}: not a version-{FORMAT_VERSION} stream")
-    values, pos = [], 1
+def header_of(data: bytes, count: int, what: str) -> tuple[list[int], int]:
+    """A machine stream's header values (the shared container syntax); CodecError naming ``what``."""
     try:
-        for _ in range(count):
-            v, pos = _get_varint(data, pos)
-            values.append(v)
-    except ValueError as exc:
-        raise CodecError(f"{what}: malformed header: {exc}") from exc
-    return values, pos
+        return read_header(data, FORMAT_VERSION, count, what)
+    except ContainerError as exc:
+        raise CodecError(str(exc)) from exc
 
 
 # --- the MBID frame ------------------------------------------------------------------------
@@ -197,7 +160,7 @@ class _ImagePlusMachineStream(Method):
 @functools.lru_cache(maxsize=1)
 def feature_codec_class() -> type:
     """The feature codec class, built on first use so that importing this module needs no torch."""
-    _import_compressai()
+    import_compressai()
     from compressai.entropy_models import EntropyBottleneck
     from compressai.layers import GDN
     from compressai.models import CompressionModel
@@ -280,7 +243,7 @@ class FeatureStream(_ImagePlusMachineStream):
         return feature_codec_class()(self.split_network.channels, self.hidden_channels, self.latent_channels)
 
     def set_network(self, quality: int, net: Any) -> None:
-        with _default_entropy_coder(self.entropy_coder):
+        with default_entropy_coder(self.entropy_coder):
             net.update(force=True)
         self._codecs[quality] = net.eval().to(self.device)
 
@@ -302,7 +265,7 @@ class FeatureStream(_ImagePlusMachineStream):
         if why:
             return why
         try:
-            _import_compressai()
+            import_compressai()
         except MethodUnavailable as exc:
             return str(exc)
         why = self.split_network.unavailable_reason()
@@ -326,13 +289,13 @@ class FeatureStream(_ImagePlusMachineStream):
             y = net.g_a(self.features(image).to(self.device))
             strings = net.entropy_bottleneck.compress(y)
         h, w = image.shape[:2]
-        return _header(rate, h, w, y.shape[-2], y.shape[-1]) + strings[0]
+        return write_header(FORMAT_VERSION, (rate, h, w, y.shape[-2], y.shape[-1])) + strings[0]
 
     def decode_features(self, data: bytes) -> tuple[list[int], torch.Tensor]:
         """(rate, height, width, latent h, latent w) and the decoded features of a ``features`` stream."""
         import torch
 
-        (rate, h, w, lh, lw), pos = _read_header(data, 5, f"{self.name} features")
+        (rate, h, w, lh, lw), pos = header_of(data, 5, f"{self.name} features")
         net = self.network(rate)
         with torch.inference_mode():
             y_hat = net.entropy_bottleneck.decompress([data[pos:]], (lh, lw))
@@ -365,8 +328,8 @@ class FeatureStream(_ImagePlusMachineStream):
         import torch
         import torch.nn.functional as F
 
-        from bench.methods.latent_scalable import adopt_task, rate_lambda, validation_figures
-        from bench.methods.learned_losses import bits_per_pixel
+        from bench.methods.human_machine.latent_scalable import adopt_task, rate_lambda, validation_figures
+        from bench.methods.learned.losses import bits_per_pixel
         from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
@@ -502,19 +465,19 @@ class DescriptorStream(_ImagePlusMachineStream):
         body = bytearray()
         previous_y = 0
         for x, y in grid:  # raster order: y deltas are small and non-negative
-            _put_varint(body, int(y) - previous_y)
-            _put_varint(body, int(x))
+            put_varint(body, int(y) - previous_y)
+            put_varint(body, int(x))
             previous_y = int(y)
         body += symbols.astype(np.uint8).tobytes()
         h, w = image.shape[:2]
-        header = _header(h, w, len(grid), self.coord_units, self.descriptor_step)
+        header = write_header(FORMAT_VERSION, (h, w, len(grid), self.coord_units, self.descriptor_step))
         return header + lzma.compress(bytes(body), format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
 
     def decode_descriptors(self, data: bytes) -> Any:
         """The :class:`~bench.tasks.matching.LocalFeatures` a ``descriptors`` stream holds."""
         from bench.tasks.matching import DETECTORS, LocalFeatures
 
-        (h, w, n, units, dstep), pos = _read_header(data, 5, f"{self.name} descriptors")
+        (h, w, n, units, dstep), pos = header_of(data, 5, f"{self.name} descriptors")
         try:
             body = lzma.decompress(data[pos:], format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
         except lzma.LZMAError as exc:
@@ -523,8 +486,8 @@ class DescriptorStream(_ImagePlusMachineStream):
         p, y = 0, 0
         try:
             for i in range(n):
-                dy, p = _get_varint(body, p)
-                x, p = _get_varint(body, p)
+                dy, p = get_varint(body, p)
+                x, p = get_varint(body, p)
                 y += dy
                 grid[i] = (x, y)
         except ValueError as exc:

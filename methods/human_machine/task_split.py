@@ -332,7 +332,7 @@ class _Halves:
         raise NotImplementedError
 
     def distillation(self, student: Any, teacher: Any, temperature: float) -> torch.Tensor:
-        from bench.methods.learned_losses import distillation
+        from bench.methods.learned.losses import distillation
 
         return distillation(student, teacher, temperature)
 

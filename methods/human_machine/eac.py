@@ -56,16 +56,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
-from bench.methods.compressai_codecs import (
-    MIN_DIV,
-    CompressAICodec,
-    _get_varint,
-    _import_compressai,
-    _put_varint,
-    _to_tensor,
-    _to_uint8,
-)
+from bench.methods.container import ContainerError, read_header, write_header
 from bench.methods.families import LayeredStreams, StreamContract
+from bench.methods.learned.compressai import MIN_DIV, CompressAICodec, import_compressai, to_tensor, to_uint8
 from bench.provenance import installed_versions
 from bench.training.weights import WeightsMismatch, check_trained_on, load_trained
 
@@ -329,7 +322,7 @@ class EAC(Method):
             import torch
             from compressai.zoo.image import model_architectures
 
-            _import_compressai()
+            import_compressai()
             cfg = self.untrained_backbone
             torch.manual_seed(int(cfg.get("seed", 0)) + q)
             net = model_architectures[self.arch](int(cfg["N"]), int(cfg["M"]))
@@ -426,7 +419,7 @@ class EAC(Method):
                 return f"backbone: {why}"
         else:
             try:
-                _import_compressai()
+                import_compressai()
             except MethodUnavailable as exc:
                 return str(exc)
         missing = []
@@ -462,34 +455,23 @@ class EAC(Method):
         return [self.task_modules(quality, t).predictor(latent.mu, latent.sigma) for t in self.tasks]
 
     def _header(self, quality: int, height: int, width: int, z_shape: Sequence[int], lengths: Sequence[int]) -> bytes:
-        out = bytearray([HEADER_VERSION])
-        for v in (quality, height, width, *z_shape, len(self.tasks), *lengths):
-            _put_varint(out, int(v))
-        return bytes(out)
+        return write_header(HEADER_VERSION, (quality, height, width, *z_shape, len(self.tasks), *lengths))
 
     def _parse_header(self, data: bytes) -> tuple[int, int, int, tuple[int, int], list[int]]:
-        if not data or data[0] != HEADER_VERSION:
-            raise CodecError(f"{self.name}: not an EAC header (version byte {data[:1]!r}, expected {HEADER_VERSION})")
-        pos, vals = 1, []
+        what = f"{self.name} (EAC) header"
         try:
-            for _ in range(6):
-                v, pos = _get_varint(data, pos)
-                vals.append(v)
-            quality, height, width, zh, zw, n_tasks = vals
+            (quality, height, width, zh, zw, n_tasks), _ = read_header(data, HEADER_VERSION, 6, what)
             if n_tasks != len(self.tasks):
                 raise CodecError(
                     f"{self.name}: the bitstream has {n_tasks} task subsets, this decoder is configured for "
                     f"{len(self.tasks)} ({self.tasks})"
                 )
-            lengths = []
-            for _ in range(n_tasks + 2):  # z, the task subsets, rest
-                v, pos = _get_varint(data, pos)
-                lengths.append(v)
-        except ValueError as exc:
-            raise CodecError(f"{self.name}: malformed header: {exc}") from exc
+            lengths, pos = read_header(data, HEADER_VERSION, 6 + n_tasks + 2, what)  # + z, the subsets, rest
+        except ContainerError as exc:
+            raise CodecError(str(exc)) from exc
         if pos != len(data):
-            raise CodecError(f"{self.name}: {len(data) - pos} stray bytes after the header")
-        return quality, height, width, (zh, zw), lengths
+            raise CodecError(f"{what}: {len(data) - pos} stray bytes after the header")
+        return quality, height, width, (zh, zw), lengths[6:]
 
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:
         import torch
@@ -503,7 +485,7 @@ class EAC(Method):
         height, width = image.shape[:2]
         pad, _ = compute_padding(height, width, min_div=MIN_DIV)
         with torch.no_grad():
-            x = F.pad(_to_tensor(image).to(self.device), pad, mode="constant", value=0)
+            x = F.pad(to_tensor(image).to(self.device), pad, mode="constant", value=0)
             latent, z = analyse(net, x)
             z_string = net.entropy_bottleneck.compress(z)[0]
             subsets = selections(self.masks(q, latent))
@@ -568,7 +550,7 @@ class EAC(Method):
                 if target not in self.tasks:
                     raise CodecError(f"{self.name}: no subset for task {target!r}; its tasks are {self.tasks}")
                 x_hat = self.task_modules(q, target).adapter.adapt(x_hat)
-            image = _to_uint8(F.pad(x_hat, unpad))
+            image = to_uint8(F.pad(x_hat, unpad))
         return image
 
     # --- in memory (no entropy coding): what the decoder must reproduce ----------------
@@ -682,10 +664,10 @@ class EAC(Method):
                 machine = single.decode(
                     Bitstream({n: written.streams[n] for n in charged}, *image.shape[:2]), task.name
                 )
-                x = _to_tensor(image).to(device)
+                x = to_tensor(image).to(device)
                 targets = task_loss.targets(x)
                 for key, decoded in ((f"loss/{task.name}", machine), (f"loss/{task.name}/human-reconstruction", human)):
-                    out[key].append(float(task_loss.loss(_to_tensor(decoded).to(device), targets)))
+                    out[key].append(float(task_loss.loss(to_tensor(decoded).to(device), targets)))
             return {k: float(np.mean(v)) for k, v in out.items()}
 
         return Recipe(modules, stages, validate, trained_on={"backbone": self.backbone_weights(q)})

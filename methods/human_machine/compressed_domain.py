@@ -1,7 +1,7 @@
 """Inference from the compressed representation (Torfason et al., ICLR 2018; survey 000 [176]) — SBMD.
 
 One bitstream, a CompressAI codec's (``header``, ``y``, ``z``, exactly as
-:class:`bench.methods.compressai_codecs.CompressAICodec` writes it). The
+:class:`bench.methods.learned.compressai.CompressAICodec` writes it). The
 human decodes pixels with the codec's synthesis; the machine task never
 does: its head entropy-decodes ŷ (the codec's own ``decompress`` with the
 synthesis transform tapped out, so no pixel is made) and reads ŷ directly,
@@ -10,10 +10,10 @@ returning the prediction (:class:`HeadPrediction`) in the task's own format.
 The head follows Torfason's cResNet: a ResNet whose first stages are cut and
 replaced by a layer reading the compressed representation. Here it is an
 adapter from ŷ (M channels at 1/16 resolution) to the task network's
-features at its cut (:func:`bench.methods.latent_scalable.latent_transform`,
+features at its cut (:func:`bench.methods.human_machine.latent_scalable.latent_transform`,
 resampled onto the grid of the network's input where the task resizes its
 input), then a trainable copy of the task network's back half
-(:meth:`bench.methods.task_split.SplitTaskNetwork.trainable_back`), which
+(:meth:`bench.methods.human_machine.task_split.SplitTaskNetwork.trainable_back`), which
 predicts in the task's own format. Torfason's tasks are classification and
 semantic segmentation; the default task is ESPNet (Cityscapes segmentation,
 cut at ``level3``), YOLOX-Nano (``task=yolox-nano``) and torchvision
@@ -38,10 +38,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
-from bench.methods.checkpoint_files import CheckpointSet
-from bench.methods.compressai_codecs import MIN_DIV, CompressAICodec
-from bench.methods.latent_scalable import latent_transform, task_features
-from bench.methods.task_split import SplitTaskNetwork
+from bench.methods.human_machine.latent_scalable import latent_transform, task_features
+from bench.methods.human_machine.task_split import SplitTaskNetwork
+from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.compressai import MIN_DIV, CompressAICodec
 from bench.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -179,9 +179,9 @@ class CompressedDomain(Method):
 
     def set_networks(self, quality: int, codec: Any, head: Any) -> None:
         """Use ``codec`` and ``head`` for ``quality`` (the codec's entropy tables are built here)."""
-        from bench.methods.compressai_codecs import _default_entropy_coder
+        from bench.methods.learned.compressai import default_entropy_coder
 
-        with _default_entropy_coder(self.codec.entropy_coder):
+        with default_entropy_coder(self.codec.entropy_coder):
             codec.update(force=True)
         self.codec.install(quality, codec)
         self._heads[quality] = head.eval().to(self.device)
@@ -269,8 +269,8 @@ class CompressedDomain(Method):
         import torch.nn.functional as F
         from torch import nn
 
-        from bench.methods.latent_scalable import adopt_task, rate_lambda, validation_figures
-        from bench.methods.learned_losses import bits_per_pixel
+        from bench.methods.human_machine.latent_scalable import adopt_task, rate_lambda, validation_figures
+        from bench.methods.learned.losses import bits_per_pixel
         from bench.training.loop import Recipe, Stage
 
         adopt_task(self, tasks)
