@@ -256,3 +256,20 @@ def test_a_run_started_from_the_shipped_codec_records_its_steps():
         cfg, LatentScalable("latent-scalable", [1]), [], SimpleNamespace(name="folder"), 9, 1, "cpu"
     )
     assert record["init_from"]["total_steps"] == json.loads(path.with_suffix(".json").read_text())["total_steps"] > 0
+
+
+def test_rows_record_the_model_file_or_the_installed_networks_digest(task, tmp_path):
+    """What a row's ``weights`` covers for a learned method: its model's file (by SHA-256) or, installed from
+    memory, the network's digest; and the task network it runs."""
+    from bench.io.digests import file_sha256
+    from bench.running.keys import GENERATED, weight_digests
+
+    installed = make_method(task)
+    files = installed.weight_files(1)
+    assert files["model"].startswith(GENERATED) and set(files) >= {"model"}
+    torch.save({"state_dict": installed.network(1).state_dict()}, tmp_path / "rate-1.pt")
+    loaded = LatentScalable("latent-scalable", [1], machine_task=task, split=SPLIT, N=16, M=24, base_channels=8,
+                            checkpoints=str(tmp_path), checkpoint_pattern="rate-{quality}.pt")  # fmt: skip
+    digests = weight_digests(loaded.weight_files(1))
+    assert digests["model"] == file_sha256(tmp_path / "rate-1.pt")
+    assert {k for k in digests if k.startswith("task ")} == {f"task {role}" for role in task.weight_files()}

@@ -37,10 +37,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, MethodUnavailable
 from bench.methods.human_machine.latent_scalable import latent_transform, task_features
 from bench.methods.human_machine.task_split import SplitTaskNetwork
-from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import MIN_DIV, CompressAICodec
 from bench.tasks.base import Task
 
@@ -100,7 +100,7 @@ class LatentHead:
         return head
 
 
-class CompressedDomain(Method):
+class CompressedDomain(LearnedMethod):
     """A CompressAI codec whose latent also feeds a task head (Torfason et al.): SBMD.
 
     ``arch``, ``metric``, ``codec_checkpoints``, ``codec_checkpoint_pattern``
@@ -113,7 +113,6 @@ class CompressedDomain(Method):
     """
 
     family = Family.SBMD
-    uses_torch = True
     decodes_per_target = True
 
     def __init__(
@@ -134,15 +133,22 @@ class CompressedDomain(Method):
         description: str = "",
         **options: Any,
     ):
-        super().__init__(name, rates, description or f"task head on the {arch} latent (Torfason et al.)", **options)
         self.codec = CompressAICodec(
             name, rates, arch, metric, codec_checkpoints, codec_checkpoint_pattern, entropy_coder, device=device
+        )
+        super().__init__(
+            name,
+            rates,
+            description or f"task head on the {arch} latent (Torfason et al.)",
+            checkpoints=checkpoints,
+            checkpoint_pattern=checkpoint_pattern,
+            entropy_coder=entropy_coder,
+            device=device,
+            **options,
         )
         self.machine_task = machine_task
         self.split = split
         self.head_channels = int(head_channels)
-        self.checkpoints = CheckpointSet(name, checkpoints, checkpoint_pattern)
-        self._heads: dict[int, Any] = {}
         self._split_net: SplitTaskNetwork | None = None
 
     @property
@@ -177,37 +183,48 @@ class CompressedDomain(Method):
         """An untrained head (training starts here) for a latent of ``latent_channels``."""
         return LatentHead.build(self.split_network, latent_channels, self.head_channels)
 
-    def set_networks(self, quality: int, codec: Any, head: Any) -> None:
-        """Use ``codec`` and ``head`` for ``quality`` (the codec's entropy tables are built here)."""
-        from bench.methods.learned.compressai import default_entropy_coder
+    def pair(self, codec: Any, head: Any) -> Any:
+        """The codec and head of one rate point as one module (what a checkpoint holds: ``codec.*``, ``head.*``)."""
+        import torch
 
-        with default_entropy_coder(self.codec.entropy_coder):
-            codec.update(force=True)
-        self.codec.install(quality, codec)
-        self._heads[quality] = head.eval().to(self.device)
+        return torch.nn.ModuleDict({"codec": codec, "head": head})
+
+    def prepared(self, net: Any) -> Any:
+        net["codec"] = super().prepared(net["codec"])
+        net["head"] = net["head"].eval().to(self.device)
+        return net
+
+    def set_networks(self, quality: int, codec: Any, head: Any) -> None:
+        """Use ``codec`` and ``head`` for ``quality`` (tests, training; the codec's entropy tables are built here)."""
+        self.set_network(quality, self.pair(codec, head))
+        self.codec.install(quality, self.network(quality)["codec"])
+
+    def load_network(self, rate: Any) -> Any:
+        from compressai.zoo.image import model_architectures
+
+        quality = int(rate)
+        state = self.checkpoints.load(quality)
+        codec_state = {k[len("codec.") :]: v for k, v in state.items() if k.startswith("codec.")}
+        head_state = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        path = self.checkpoints.path(quality)
+        if not codec_state or not head_state:
+            raise MethodUnavailable(f"{self.name}: checkpoint {path} has no codec.* and head.* weights")
+        try:
+            codec = model_architectures[self.codec.arch].from_state_dict(codec_state)
+            head = self.new_head(int(codec.M) if hasattr(codec, "M") else codec.g_a[-1].out_channels)
+            head.load_state_dict(head_state)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise MethodUnavailable(
+                f"{self.name}: checkpoint {path} does not fit arch={self.codec.arch}, split={self.split}, "
+                f"head_channels={self.head_channels}: {type(exc).__name__}: {exc}"
+            ) from exc
+        net = self.prepared(self.pair(codec, head))
+        self.codec.install(quality, net["codec"])
+        return net
 
     def head(self, quality: int) -> Any:
         """The trained head of ``quality`` (loading it installs its codec too)."""
-        if quality not in self._heads:
-            from compressai.zoo.image import model_architectures
-
-            state = self.checkpoints.load(quality)
-            codec_state = {k[len("codec.") :]: v for k, v in state.items() if k.startswith("codec.")}
-            head_state = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
-            path = self.checkpoints.path(quality)
-            if not codec_state or not head_state:
-                raise MethodUnavailable(f"{self.name}: checkpoint {path} has no codec.* and head.* weights")
-            try:
-                codec = model_architectures[self.codec.arch].from_state_dict(codec_state)
-                head = self.new_head(int(codec.M) if hasattr(codec, "M") else codec.g_a[-1].out_channels)
-                head.load_state_dict(head_state)
-            except (KeyError, RuntimeError, ValueError) as exc:
-                raise MethodUnavailable(
-                    f"{self.name}: checkpoint {path} does not fit arch={self.codec.arch}, split={self.split}, "
-                    f"head_channels={self.head_channels}: {type(exc).__name__}: {exc}"
-                ) from exc
-            self.set_networks(quality, codec, head)
-        return self._heads[quality]
+        return self.network(quality)["head"]
 
     def codec_network(self, quality: int) -> Any:
         self.head(quality)
@@ -225,8 +242,7 @@ class CompressedDomain(Method):
         why = self.machine_task.unavailable_reason() or self.split_network.unavailable_reason()
         if why:
             return f"{self.name}: machine task {self.task_name()!r} cannot run: {why}"
-        missing = [q for q in self.rates if q not in self._heads]
-        return self.checkpoints.missing(missing) if missing else None
+        return self.missing_weights()
 
     # --- coding ----------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:

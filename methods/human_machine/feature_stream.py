@@ -47,8 +47,8 @@ from bench.methods.container import (
 )
 from bench.methods.families import IndependentStreams, StreamContract
 from bench.methods.human_machine.task_split import SplitTaskNetwork
-from bench.methods.learned.checkpoints import CheckpointSet
-from bench.methods.learned.compressai import default_entropy_coder, import_compressai
+from bench.methods.learned.base import LearnedMethod
+from bench.methods.learned.compressai import import_compressai
 from bench.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -188,11 +188,10 @@ def feature_codec_class() -> type:
     return FeatureCodec
 
 
-class FeatureStream(_ImagePlusMachineStream):
+class FeatureStream(_ImagePlusMachineStream, LearnedMethod):
     """MBID: an image codec for people + the task network's features through a learned entropy bottleneck."""
 
     machine_stream = "features"
-    uses_torch = True
 
     def __init__(
         self,
@@ -216,16 +215,16 @@ class FeatureStream(_ImagePlusMachineStream):
             human_codec,
             machine_task,
             description or f"{human_codec.name} + learned feature stream",
+            checkpoints=checkpoints,
+            checkpoint_pattern=checkpoint_pattern,
+            entropy_coder=entropy_coder,
+            device=device,
             **options,
         )
         self.split = split
         self.hidden_channels = int(hidden_channels)
         self.latent_channels = int(latent_channels)
-        self.checkpoints = CheckpointSet(name, checkpoints, checkpoint_pattern)
-        self.entropy_coder = entropy_coder
-        self.device = device
         self._split_net: SplitTaskNetwork | None = None
-        self._codecs: dict[int, Any] = {}
 
     @property
     def split_network(self) -> SplitTaskNetwork:
@@ -242,23 +241,8 @@ class FeatureStream(_ImagePlusMachineStream):
         """An untrained feature codec for the split's channels (training starts here)."""
         return feature_codec_class()(self.split_network.channels, self.hidden_channels, self.latent_channels)
 
-    def set_network(self, quality: int, net: Any) -> None:
-        with default_entropy_coder(self.entropy_coder):
-            net.update(force=True)
-        self._codecs[quality] = net.eval().to(self.device)
-
-    def network(self, quality: int) -> Any:
-        if quality not in self._codecs:
-            net = self.new_network()
-            try:
-                net.load_state_dict(self.checkpoints.load(quality))
-            except RuntimeError as exc:
-                raise MethodUnavailable(
-                    f"{self.name}: checkpoint {self.checkpoints.path(quality)} does not fit split={self.split}, "
-                    f"hidden_channels={self.hidden_channels}, latent_channels={self.latent_channels}: {exc}"
-                ) from exc
-            self.set_network(quality, net)
-        return self._codecs[quality]
+    def shape_text(self) -> str:
+        return f"split={self.split}, hidden_channels={self.hidden_channels}, latent_channels={self.latent_channels}"
 
     def unavailable_reason(self) -> str | None:
         why = super().unavailable_reason()
@@ -271,8 +255,7 @@ class FeatureStream(_ImagePlusMachineStream):
         why = self.split_network.unavailable_reason()
         if why:
             return f"{self.name}: machine task {self.task_name()!r} cannot run: {why}"
-        missing = [q for q in self.rates if q not in self._codecs]
-        return self.checkpoints.missing(missing) if missing else None
+        return self.missing_weights()
 
     def features(self, image: np.ndarray) -> torch.Tensor:
         """The task network's features of ``image`` at the cut (through the task's own preprocessing)."""

@@ -39,16 +39,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, Method, MethodUnavailable
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, MethodUnavailable
 from bench.methods.families import LayeredStreams, StreamContract
 from bench.methods.human_machine.task_split import SplitTaskNetwork
-from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import (
     MIN_DIV,
     Header,
-    default_entropy_coder,
     import_compressai,
-    ready_for_coding,
     to_tensor,
     to_uint8,
 )
@@ -134,7 +132,7 @@ def network_class() -> type:
     return LatentScalableNet
 
 
-class LatentScalable(Method):
+class LatentScalable(LearnedMethod):
     """Choi & Bajić's latent-space scalable codec: base latent -> task, base + enhancement -> image.
 
     ``machine_task`` is the harness task the base layer serves (its network
@@ -145,7 +143,6 @@ class LatentScalable(Method):
     """
 
     family = Family.MBHD
-    uses_torch = True
     decodes_per_target = True
     min_div: ClassVar[int] = MIN_DIV
 
@@ -165,7 +162,16 @@ class LatentScalable(Method):
         description: str = "",
         **options: Any,
     ):
-        super().__init__(name, rates, description or "latent-space scalable codec (Choi & Bajić)", **options)
+        super().__init__(
+            name,
+            rates,
+            description or "latent-space scalable codec (Choi & Bajić)",
+            checkpoints=checkpoints,
+            checkpoint_pattern=checkpoint_pattern,
+            entropy_coder=entropy_coder,
+            device=device,
+            **options,
+        )
         bad = [r for r in self.rates if not isinstance(r, int) or r < 1]
         if bad:
             raise ValueError(f"method {name!r}: rates are trained rate points 1, 2, ...; got {bad}")
@@ -174,11 +180,7 @@ class LatentScalable(Method):
         self.machine_task = machine_task
         self.split = split
         self.N, self.M, self.base_channels = int(N), int(M), int(base_channels)
-        self.checkpoints = CheckpointSet(name, checkpoints, checkpoint_pattern)
-        self.entropy_coder = entropy_coder
-        self.device = device
         self._split_net: SplitTaskNetwork | None = None
-        self._nets: dict[int, Any] = {}
 
     # --- contract ----------------------------------------------------------------
     def task_name(self) -> str:
@@ -212,25 +214,8 @@ class LatentScalable(Method):
         split = self.split_network
         return network_class()(self.N, self.M, self.base_channels, split.channels, split.stride)
 
-    def set_network(self, quality: int, net: Any) -> None:
-        """Use ``net`` for rate point ``quality`` (its entropy tables are built here)."""
-        with default_entropy_coder(self.entropy_coder):
-            net.update(force=True)
-        self._nets[quality] = net.eval().to(self.device)
-
-    def network(self, quality: int) -> Any:
-        if quality not in self.rates and quality not in self._nets:
-            raise CodecError(f"{self.name}: no rate point {quality!r} (rates {self.rates})")
-        if quality not in self._nets:
-            self._nets[quality] = ready_for_coding(
-                self.new_network(),
-                self.checkpoints.load(quality),
-                self.entropy_coder,
-                self.device,
-                f"{self.name}: checkpoint {self.checkpoints.path(quality)} does not fit N={self.N}, M={self.M}, "
-                f"base_channels={self.base_channels}, split={self.split}",
-            )
-        return self._nets[quality]
+    def shape_text(self) -> str:
+        return f"N={self.N}, M={self.M}, base_channels={self.base_channels}, split={self.split}"
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -241,8 +226,7 @@ class LatentScalable(Method):
         why = self.machine_task.unavailable_reason() or self.split_network.unavailable_reason()
         if why:
             return f"{self.name}: machine task {self.machine_task.name!r} cannot run: {why}"
-        missing = [q for q in self.rates if q not in self._nets]
-        return self.checkpoints.missing(missing) if missing else None
+        return self.missing_weights()
 
     # --- coding --------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:

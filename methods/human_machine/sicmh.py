@@ -46,14 +46,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, MethodUnavailable
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, MethodUnavailable
 from bench.methods.families import LayeredStreams, StreamContract
-from bench.methods.learned.checkpoints import CheckpointSet
+from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import (
     Header,
-    default_entropy_coder,
     import_compressai,
-    ready_for_coding,
     to_tensor,
     to_uint8,
 )
@@ -142,7 +140,7 @@ class Architecture:
         return out
 
 
-class SICMH(Method):
+class SICMH(LearnedMethod):
     """SICMH (seed 001): base layer = side information (ĥ2, ĥ1) for tasks and x̂_c; enhancement = residue.
 
     ``rates`` are trained rate points 1, 2, ... (one network each, weights
@@ -158,7 +156,6 @@ class SICMH(Method):
     """
 
     family = Family.MBHD
-    uses_torch = True
     decodes_per_target = True
     min_div: ClassVar[int] = MIN_DIV
 
@@ -179,7 +176,14 @@ class SICMH(Method):
         **options: Any,
     ):
         super().__init__(
-            name, rates, description or "SICMH: side-information base layer + residue enhancement", **options
+            name,
+            rates,
+            description or "SICMH: side-information base layer + residue enhancement",
+            checkpoints=checkpoints,
+            checkpoint_pattern=checkpoint_pattern,
+            entropy_coder=entropy_coder,
+            device=device,
+            **options,
         )
         bad = [r for r in self.rates if not isinstance(r, int) or isinstance(r, bool) or r < 1]
         if bad:
@@ -203,10 +207,7 @@ class SICMH(Method):
             )
         self.human_reconstruction = human_reconstruction
         self.machine_task = machine_task
-        self.checkpoints = CheckpointSet(name, checkpoints, checkpoint_pattern)
-        self.entropy_coder = entropy_coder
-        self.device = device
-        self._nets: dict[int, SICMHNetwork] = {}
+
 
     # --- the family contract --------------------------------------------------------
     def layers(self) -> dict[str, list[str]]:
@@ -245,28 +246,8 @@ class SICMH(Method):
 
         return SICMHNetwork(self.architecture)
 
-    def set_network(self, rate: int, net: SICMHNetwork) -> None:
-        """Use ``net`` for rate point ``rate`` (its entropy tables are rebuilt here)."""
-        import torch
-
-        with default_entropy_coder(self.entropy_coder), torch.no_grad():
-            net.update(force=True)
-        self._nets[rate] = net.eval().to(self.device)
-
-    def network(self, rate: Any) -> SICMHNetwork:
-        """The network of rate point ``rate``, loaded from its checkpoint on first use."""
-        if rate not in self._nets:
-            if rate not in self.rates:
-                raise CodecError(f"{self.name}: no rate point {rate!r} (rates {self.rates})")
-            self._nets[rate] = ready_for_coding(
-                self.new_network(),
-                self.checkpoints.load(int(rate)),
-                self.entropy_coder,
-                self.device,
-                f"{self.name}: checkpoint {self.checkpoints.path(int(rate))} does not fit the configured "
-                f"architecture {self.architecture.to_config()}",
-            )
-        return self._nets[rate]
+    def shape_text(self) -> str:
+        return f"the configured architecture {self.architecture.to_config()}"
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -275,8 +256,7 @@ class SICMH(Method):
                 self.head_for(self.machine_task.name)
         except (MethodUnavailable, CodecError) as exc:
             return str(exc)
-        missing = [r for r in self.rates if r not in self._nets]
-        return self.checkpoints.missing(missing) if missing else None
+        return self.missing_weights()
 
     # --- coding ------------------------------------------------------------------------
     def _padded(self, image: np.ndarray) -> torch.Tensor:
