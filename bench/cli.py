@@ -104,7 +104,7 @@ def _cmd_train(argv: list[str]) -> int:
 
 
 def _cmd_train_codec(argv: list[str]) -> int:
-    from bench.training.codec import main as train_codec_main
+    from bench.training.codec_cli import main as train_codec_main
 
     return train_codec_main(argv)
 

@@ -74,7 +74,7 @@ def main() -> None:
     # where the time goes (ONNX detectors only): one more pass, stage by stage
     split = {}
     if hasattr(task, "preprocess"):
-        from bench.tasks.detection import postprocess
+        from bench.tasks.networks.detectors import postprocess
 
         session = task.session()
         name = session.get_inputs()[0].name

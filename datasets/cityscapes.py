@@ -219,7 +219,7 @@ class Cityscapes(ImageDataset):
 
     def train_ids(self, sample: Sample) -> np.ndarray:
         """``sample``'s ground truth as an H x W uint8 trainId map (255 = ignore)."""
-        from bench.tasks.segmentation import read_reference
+        from bench.tasks.evaluators.segmentation import read_reference
 
         return read_reference(self.label_target(sample))
 

@@ -10,7 +10,7 @@ entry, except images missing on disk, which can instead be skipped and counted
 (``missing_images="skip"``; then listed by :meth:`CocoDetection.problems`).
 
 Targets are small and picklable: per sample the annotation file, the image
-id and size. The evaluator (:mod:`bench.tasks.coco_eval`) loads the file once
+id and size. The evaluator (:mod:`bench.tasks.evaluators.coco`) loads the file once
 per process through :func:`load_annotations`, which caches it.
 
 ``python -m bench fetch coco`` (:func:`fetch_coco`) downloads the official

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from bench.tasks.detection import OnnxDetector
-from bench.tasks.segmentation import ESPNetSegmenter, build_espnet
+from bench.tasks.networks.espnet import build_espnet
+from bench.tasks.segmentation import ESPNetSegmenter
 
 
 class TinyCspYolox(torch.nn.Module):

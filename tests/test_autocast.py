@@ -12,8 +12,9 @@ pytest.importorskip("torchvision")
 
 from bench.tasks.classification import TorchvisionClassifier  # noqa: E402
 from bench.tasks.detection import TorchvisionDetector  # noqa: E402
+from bench.tasks.evaluators.segmentation import read_prediction  # noqa: E402
 from bench.tasks.precision import autocast  # noqa: E402
-from bench.tasks.segmentation import TorchvisionSegmenter, read_prediction  # noqa: E402
+from bench.tasks.segmentation import TorchvisionSegmenter  # noqa: E402
 
 
 @pytest.fixture()

@@ -13,7 +13,8 @@ from PIL import Image
 from bench.datasets.base import DatasetUnavailable
 from bench.datasets.imagenet_folder import ImageNetFolder, LabelFileError
 from bench.tasks import classification as cls
-from bench.tasks import segmentation as seg
+from bench.tasks.base import TaskUnavailable
+from bench.tasks.runtimes import tflite
 
 # ---------------------------------------------------------------- evaluator
 
@@ -178,7 +179,7 @@ class FakeClassifierInterpreter:
 
 
 def test_tflite_classifier_offset_and_dequantisation(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(seg, "_interpreter_class", lambda: FakeClassifierInterpreter)
+    monkeypatch.setattr(tflite, "interpreter_class", lambda: FakeClassifierInterpreter)
     model = tmp_path / "toy.tflite"
     model.write_bytes(b"stand-in")
     task = cls.TFLiteClassifier("c", model)
@@ -190,7 +191,7 @@ def test_tflite_classifier_offset_and_dequantisation(monkeypatch, tmp_path: Path
     assert len(pred["top5"]) == 5
     seen = task.model.interpreter.seen[0]
     assert seen.shape == (1, 8, 8, 3) and (seen == 130).all()  # raw pixels: the model's own quantisation
-    with pytest.raises(seg.TaskUnavailable, match="not num_classes"):
+    with pytest.raises(TaskUnavailable, match="not num_classes"):
         cls.TFLiteClassifier("c", model, label_offset=0).predict([img])
 
 
@@ -201,7 +202,7 @@ def test_classifier_missing_model_message(tmp_path: Path) -> None:
 
 
 def test_shorter_side_crop(monkeypatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(seg, "_interpreter_class", lambda: FakeClassifierInterpreter)
+    monkeypatch.setattr(tflite, "interpreter_class", lambda: FakeClassifierInterpreter)
     model = tmp_path / "toy.tflite"
     model.write_bytes(b"stand-in")
     img = np.zeros((40, 100, 3), np.uint8)
@@ -222,7 +223,7 @@ def test_torchvision_classifier_offline_and_random_init(tmp_path: Path, monkeypa
     why = task.unavailable_reason()
     assert "resnet50-11ad3fa6.pth" in why and "TORCH_HOME" in why and "download.pytorch.org" in why
     assert (task.resize_size, task.crop_size) == (232, 224)
-    with pytest.raises(seg.TaskUnavailable):
+    with pytest.raises(TaskUnavailable):
         task.network  # noqa: B018 - nothing is downloaded
 
     task = cls.TorchvisionClassifier("mnv3", model="mobilenet_v3_small", weights=None, device="cpu")

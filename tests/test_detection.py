@@ -30,16 +30,8 @@ from bench.datasets.coco import COCO80, CocoDetection, CocoFormatError, load_ann
 from bench.io.images import ImageError
 from bench.tasks import coco_eval
 from bench.tasks.base import TaskUnavailable
-from bench.tasks.detection import (
-    OnnxDetector,
-    TorchvisionDetector,
-    TorchvisionInstanceSegmenter,
-    batched_nms,
-    decode_nanodet,
-    decode_yolox,
-    postprocess,
-    read_label_map,
-)
+from bench.tasks.detection import OnnxDetector, TorchvisionDetector, TorchvisionInstanceSegmenter
+from bench.tasks.networks.detectors import batched_nms, decode_nanodet, decode_yolox, postprocess, read_label_map
 
 # --- a synthetic COCO dataset: coloured rectangles and their instances JSON -------------------------
 

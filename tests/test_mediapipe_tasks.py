@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from bench.tasks import mediapipe_tasks as mpt
+from bench.tasks.evaluators.segmentation import read_prediction
 from bench.tasks.faces import box_iou
-from bench.tasks.segmentation import read_prediction
 
 WHY = mpt.mediapipe_problem(mpt.MediaPipePose("p").model_files())
 needs_mediapipe = pytest.mark.skipif(WHY is not None, reason=f"MediaPipe cannot run here: {WHY}")

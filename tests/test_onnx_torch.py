@@ -23,7 +23,7 @@ from conftest import assets_dir  # noqa: E402
 from bench.tasks.base import TaskUnavailable  # noqa: E402
 from bench.tasks.detection import OnnxDetector  # noqa: E402
 from bench.tasks.losses import RawHeadDistillationLoss, loss_for  # noqa: E402
-from bench.tasks.onnx_torch import OnnxConversionError, clear_cache, load_onnx_module  # noqa: E402
+from bench.tasks.runtimes.onnx_torch import OnnxConversionError, clear_cache, load_onnx_module  # noqa: E402
 
 # --- small networks exported here ----------------------------------------------------------------
 

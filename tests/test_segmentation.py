@@ -21,7 +21,11 @@ from bench.datasets.cityscapes import (
 )
 from bench.fetch import FetchError
 from bench.tasks import segmentation as seg
+from bench.tasks.base import TaskUnavailable
+from bench.tasks.evaluators import segmentation as seg_eval
 from bench.tasks.masks import decode_label_png, encode_label_png, label_prediction, read_label_file
+from bench.tasks.networks import espnet
+from bench.tasks.runtimes import tflite
 
 # Cityscapes' 19 evaluated labelIds in trainId order (cityscapesScripts labels.py), stated here independently
 EVAL_LABEL_IDS = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
@@ -71,7 +75,7 @@ def test_miou_matches_independent_set_counting(tmp_path: Path) -> None:
         preds[f"s{i}"] = json.loads(json.dumps(label_prediction(pred)))  # survives JSON
         pairs.append((gt, pred))
     expected_miou, expected_acc = miou_by_sets(pairs, num_classes)
-    task_scores, cm = seg.evaluate_segmentation(preds, refs, num_classes)
+    task_scores, cm = seg_eval.evaluate_segmentation(preds, refs, num_classes)
     assert task_scores["mIoU"] == pytest.approx(expected_miou, abs=1e-12)
     assert task_scores["pixel_acc"] == pytest.approx(expected_acc, abs=1e-12)
     # dataset-level accumulation, not a mean of per-image scores
@@ -85,7 +89,7 @@ def test_ground_truth_as_prediction_scores_one(tmp_path: Path) -> None:
     ref = {"path": str(write_png(tmp_path / "gt.png", gt)), "encoding": "trainIds"}
     pred = gt.copy()
     pred[0, 0] = 7  # under the ignore pixel: does not count
-    scores, _ = seg.evaluate_segmentation({"a": label_prediction(pred)}, {"a": ref}, 19)
+    scores, _ = seg_eval.evaluate_segmentation({"a": label_prediction(pred)}, {"a": ref}, 19)
     assert scores == {"mIoU": 1.0, "pixel_acc": 1.0}
 
 
@@ -99,10 +103,10 @@ def test_known_perturbation_hand_computed() -> None:
     # class 0: TP 7, FP 1, FN 1 -> 7/9; class 1: TP 6, FP 0, FN 2 -> 6/8; class 2: TP 0, FP 1 -> 0
     # classes 3..18: absent from both, left out of the mean
     expected = (Fraction(7, 9) + Fraction(6, 8) + 0) / 3
-    scores, cm = seg.evaluate_segmentation({"x": label_prediction(pred)}, {"x": label_prediction(gt)}, 19)
+    scores, cm = seg_eval.evaluate_segmentation({"x": label_prediction(pred)}, {"x": label_prediction(gt)}, 19)
     assert scores["mIoU"] == pytest.approx(float(expected), abs=1e-12)
     assert scores["pixel_acc"] == pytest.approx(13 / 16)
-    iou = seg.per_class_iou(cm)
+    iou = seg_eval.per_class_iou(cm)
     assert iou[:3] == pytest.approx([7 / 9, 6 / 8, 0.0])
     assert np.isnan(iou[3:]).all()
 
@@ -111,14 +115,14 @@ def test_evaluator_errors(tmp_path: Path) -> None:
     gt = np.full((4, 4), 26, np.uint8)  # a labelId, not a trainId
     ref = str(write_png(tmp_path / "gt.png", gt))
     with pytest.raises(ValueError, match="outside 0..18"):
-        seg.evaluate_segmentation({"a": label_prediction(np.zeros((4, 4)))}, {"a": ref}, 19)
+        seg_eval.evaluate_segmentation({"a": label_prediction(np.zeros((4, 4)))}, {"a": ref}, 19)
     with pytest.raises(ValueError, match="shape"):
-        seg.evaluate_segmentation({"a": label_prediction(np.zeros((4, 5)))}, {"a": label_prediction(gt % 19)}, 19)
+        seg_eval.evaluate_segmentation({"a": label_prediction(np.zeros((4, 5)))}, {"a": label_prediction(gt % 19)}, 19)
     with pytest.raises(KeyError, match="no reference"):
-        seg.evaluate_segmentation({"b": label_prediction(np.zeros((4, 4)))}, {"a": ref}, 19)
+        seg_eval.evaluate_segmentation({"b": label_prediction(np.zeros((4, 4)))}, {"a": ref}, 19)
     cityscapes_gt = {"a": {"path": ref, "encoding": "trainIds", "label_space": "cityscapes"}}
     with pytest.raises(ValueError, match="fidelity protocol"):
-        seg.evaluate_segmentation({"a": label_prediction(np.zeros((4, 4)))}, cityscapes_gt, 21, label_space="voc")
+        seg_eval.evaluate_segmentation({"a": label_prediction(np.zeros((4, 4)))}, cityscapes_gt, 21, label_space="voc")
     rgb = tmp_path / "color.png"
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(rgb)
     with pytest.raises(ValueError, match="not a label map"):
@@ -176,7 +180,7 @@ def test_cityscapes_tree_maps_label_ids_to_train_ids(tmp_path: Path) -> None:
     json.dumps(targets)  # light and serialisable: paths, not arrays
     for s in samples:
         assert targets[s.id]["encoding"] == "cityscapes-labelIds"
-        assert np.array_equal(seg.read_reference(targets[s.id]), expected[s.id])
+        assert np.array_equal(seg_eval.read_reference(targets[s.id]), expected[s.id])
         assert np.array_equal(ds.train_ids(s), expected[s.id])
     # labelIds are preferred over a labelTrainIds file next to them
     stem = tmp_path / "gtFine" / "val" / "aachen" / "aachen_000000_000019"
@@ -193,7 +197,7 @@ def test_cityscapes_tree_maps_label_ids_to_train_ids(tmp_path: Path) -> None:
     # ground truth fed back as the prediction: mIoU 1
     refs = ds.targets("segmentation", samples[1:])
     preds = {s.id: label_prediction(expected[s.id]) for s in samples[1:]}
-    assert seg.evaluate_segmentation(preds, refs, 19)[0]["mIoU"] == 1.0
+    assert seg_eval.evaluate_segmentation(preds, refs, 19)[0]["mIoU"] == 1.0
 
 
 def test_cityscapes_options_and_errors(tmp_path: Path) -> None:
@@ -268,7 +272,7 @@ def fake_tflite(monkeypatch, tmp_path: Path):
                 super().__init__(model_path, num_threads, **kw)
                 made.append(self)
 
-        monkeypatch.setattr(seg, "_interpreter_class", lambda: Interp)
+        monkeypatch.setattr(tflite, "interpreter_class", lambda: Interp)
         model = tmp_path / "toy.tflite"
         model.write_bytes(b"stand-in")
         return model, made
@@ -290,7 +294,7 @@ def test_tflite_segmenter_pipeline(fake_tflite, output: str, resize: str) -> Non
     assert task.unavailable_reason() is None
     img = half_image()
     (pred,) = json.loads(json.dumps(task.predict([img])))
-    labels = seg.read_prediction(pred)
+    labels = seg_eval.read_prediction(pred)
     assert labels.shape == img.shape[:2]
     expected = (np.arange(32) >= 16).astype(np.uint8)[None].repeat(16, 0)
     assert np.array_equal(labels, expected)
@@ -308,24 +312,24 @@ def test_tflite_quantisation(fake_tflite) -> None:
     assert np.array_equal(made[-1].seen[0][0], img)
     # int8 input, scale 1/128, zero point 0: pixel - 128
     model, _ = fake_tflite(input_dtype=np.int8, quant=(1 / 128, 0))
-    assert np.array_equal(seg.TFLiteModel(model).quantize(img, 128, 128), (img.astype(int) - 128).astype(np.int8))
+    assert np.array_equal(tflite.TFLiteModel(model).quantize(img, 128, 128), (img.astype(int) - 128).astype(np.int8))
     # uint8 with another scale: (p - mean) / std requantised; mean 0, std 255 into scale 1/255 -> p
     model, _ = fake_tflite(quant=(1 / 255, 0))
-    assert np.array_equal(seg.TFLiteModel(model).quantize(img, 0.0, 255.0), img)
+    assert np.array_equal(tflite.TFLiteModel(model).quantize(img, 0.0, 255.0), img)
     # mean 127.5, std 127.5 into scale 1/128, zero point 128: round((p - 127.5) / 127.5 * 128 + 128), clipped
     model, _ = fake_tflite()
-    x = seg.TFLiteModel(model).quantize(np.array([[[0, 128, 255]]], np.uint8), 127.5, 127.5)
+    x = tflite.TFLiteModel(model).quantize(np.array([[[0, 128, 255]]], np.uint8), 127.5, 127.5)
     assert x.dtype == np.uint8 and x.tolist() == [[[0, 129, 255]]]
     # a float input: the normalised values themselves
     model, _ = fake_tflite(input_dtype=np.float32, quant=(0.0, 0))
-    x = seg.TFLiteModel(model).quantize(np.array([[[0, 128, 255]]], np.uint8), 128, 128)
+    x = tflite.TFLiteModel(model).quantize(np.array([[[0, 128, 255]]], np.uint8), 128, 128)
     assert x.dtype == np.float32 and x.tolist() == [[[-1.0, 0.0, 127 / 128]]]
 
 
 def test_tflite_class_map_and_unavailable(fake_tflite, tmp_path: Path) -> None:
     model, _ = fake_tflite()
     task = seg.TFLiteSegmenter("toy", model, num_classes=3, class_map=[2, 255])
-    labels = seg.read_prediction(task.predict([half_image()])[0])
+    labels = seg_eval.read_prediction(task.predict([half_image()])[0])
     assert set(np.unique(labels[:, :16])) == {2} and set(np.unique(labels[:, 16:])) == {255}
     missing = seg.TFLiteSegmenter("toy", tmp_path / "nope.tflite", num_classes=3)
     assert "nope.tflite" in missing.unavailable_reason() and "HMC_BENCH_WEIGHTS" in missing.unavailable_reason()
@@ -335,7 +339,7 @@ def test_tflite_class_map_and_unavailable(fake_tflite, tmp_path: Path) -> None:
 
 def test_tiling_windows_cover_each_pixel_once() -> None:
     for length, size in [(513, 513), (1024, 513), (2048, 513), (514, 513), (1500, 400)]:
-        wins = seg._windows(length, size)
+        wins = seg.tile_windows(length, size)
         owned = np.zeros(length, int)
         for start, (a, b) in wins:
             assert start <= a < b <= start + size
@@ -354,7 +358,7 @@ def test_torchvision_segmenter_offline_and_random_init(tmp_path: Path, monkeypat
     why = task.unavailable_reason()
     assert "lraspp_mobilenet_v3_large-d234d4ea.pth" in why and "TORCH_HOME" in why
     assert "https://download.pytorch.org/models/" in why
-    with pytest.raises(seg.TaskUnavailable):
+    with pytest.raises(TaskUnavailable):
         task.network  # noqa: B018 - loading raises, nothing is downloaded
     assert task.num_classes == 21 and task.class_names[0] == "__background__"
 
@@ -363,7 +367,7 @@ def test_torchvision_segmenter_offline_and_random_init(tmp_path: Path, monkeypat
     )
     assert task.uses_torch and task.unavailable_reason() is None
     (pred,) = task.predict([half_image(40, 56)])
-    assert seg.read_prediction(pred).shape == (40, 56)
+    assert seg_eval.read_prediction(pred).shape == (40, 56)
     x = torch.rand(1, 3, 40, 56, requires_grad=True)
     task.logits(x).sum().backward()  # differentiable, for adapter training
     assert x.grad is not None and isinstance(task.network, torch.nn.Module)
@@ -371,7 +375,7 @@ def test_torchvision_segmenter_offline_and_random_init(tmp_path: Path, monkeypat
 
 def test_espnet_architecture_matches_checkpoint_layout() -> None:
     pytest.importorskip("torch")
-    net = seg.build_espnet(20, 2, 8)
+    net = espnet.build_espnet(20, 2, 8)
     state = net.state_dict()
     assert tuple(state["classifier.weight"].shape) == (20, 20, 2, 2)
     assert tuple(state["conv.conv.weight"].shape) == (20, 36, 3, 3)
@@ -419,7 +423,7 @@ def test_pseudo_cityscapes_label_ids_reproduce_label_train_ids() -> None:
     assert target["encoding"] == "cityscapes-labelIds"
     label_ids = read_label_file(target["path"])
     official = read_label_file(Path(target["path"]).with_name(f"{sample.id.split('/')[-1]}_gtFine_labelTrainIds.png"))
-    mapped = seg.read_reference(target)
+    mapped = seg_eval.read_reference(target)
     for lid in np.unique(label_ids):  # every id maps to what the official file mostly holds for it
         values, counts = np.unique(official[label_ids == lid], return_counts=True)
         assert mapped[label_ids == lid][0] == values[counts.argmax()], lid
@@ -452,7 +456,7 @@ def test_deeplab_edgetpu_cityscapes_miou(cityscapes_frames) -> None:
     fidelity = {k: task.reference_from_prediction(p) for k, p in preds.items()}
     assert task.evaluate(preds, fidelity) == {"mIoU": 1.0, "pixel_acc": 1.0}
     # the model outputs trainIds: shifting them by one wrecks accuracy (MANIFEST: 0.95 %)
-    shifted = {k: label_prediction(seg.read_prediction(p) + 1) for k, p in preds.items()}
+    shifted = {k: label_prediction(seg_eval.read_prediction(p) + 1) for k, p in preds.items()}
     assert task.evaluate(shifted, refs)["pixel_acc"] < 0.05
 
     stretch = config_task("segmentation", resize="stretch", interpolation="linear")
@@ -472,7 +476,7 @@ def test_voc_model_refuses_cityscapes_ground_truth_and_sees_a_bird(cityscapes_fr
     fake = {samples[0].id: label_prediction(np.zeros((1024, 2048), np.uint8))}
     with pytest.raises(ValueError, match="fidelity protocol"):
         task.evaluate(fake, refs)
-    labels = seg.read_prediction(task.predict([read_rgb8(assets_dir() / "kodak" / "kodim23.png")])[0])
+    labels = seg_eval.read_prediction(task.predict([read_rgb8(assets_dir() / "kodak" / "kodim23.png")])[0])
     assert labels.shape == (512, 768)
     assert task.class_names[np.bincount(labels.ravel())[1:].argmax() + 1] == "bird"  # two parrots
 

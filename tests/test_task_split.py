@@ -22,9 +22,9 @@ from learned_method_fixtures import one_torch_thread, tiny_classifier  # noqa: E
 from split_fixtures import tiny_espnet_task, tiny_yolox_task  # noqa: E402
 
 from bench.methods.human_machine.task_split import ESPNET_CUTS, SplitError, SplitTaskNetwork, default_split  # noqa: E402
+from bench.tasks.evaluators.segmentation import read_prediction  # noqa: E402
 from bench.tasks.losses import raw_head_terms  # noqa: E402
-from bench.tasks.onnx_torch import OnnxConversionError, resolve_cut, single_tensor_cuts  # noqa: E402
-from bench.tasks.segmentation import read_prediction  # noqa: E402
+from bench.tasks.runtimes.onnx_torch import OnnxConversionError, resolve_cut, single_tensor_cuts  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,16 @@ pytest.importorskip("compressai")
 from PIL import Image  # noqa: E402
 from skimage import data as skdata  # noqa: E402
 
+from bench.io.digests import file_sha256 as sha256_of  # noqa: E402
 from bench.methods.base import MethodUnavailable  # noqa: E402
 from bench.methods.learned.compressai import CompressAICodec, to_tensor, to_uint8  # noqa: E402
 from bench.metrics.image import psnr  # noqa: E402
-from bench.training.codec import Trainer, TrainError, build_model, load_config, main, read_checkpoint  # noqa: E402
-from bench.training.codec_weights import ChecksumError, export_run, read_state_dict, sha256_of  # noqa: E402
+from bench.training.codec import Trainer, TrainError, build_model, load_config, read_checkpoint  # noqa: E402
+from bench.training.codec_cli import main  # noqa: E402
+from bench.training.codec_export import export_run  # noqa: E402
 from bench.training.data import CropSampler, scan_images  # noqa: E402
+from bench.training.weights import ChecksumMismatch as ChecksumError  # noqa: E402
+from bench.training.weights import read_state_dict  # noqa: E402
 
 TINY = [
     "N=8",
@@ -233,16 +237,15 @@ def test_cli_export_needs_a_run_dir(capsys):
 
 def test_fetch_checks_released_files_and_says_what_to_do_without_a_release(exported, tmp_path):
     from bench.fetch import FetchError
-    from bench.training.codec_weights import fetch_release
+    from bench.training.weights import fetch_release
 
     _, weights, sidecar = exported
-    pattern = "bmshj2018-hyperprior-mse-q{quality}.pth"
-    assert fetch_release(weights.parent, None, [2], pattern) == [weights]
+    assert fetch_release([weights], None) == [weights]
     (tmp_path / sidecar.name).write_text(sidecar.read_text())
     with pytest.raises(FetchError, match=r"q2.pth is missing and no release_url is configured"):
-        fetch_release(tmp_path, None, [2], pattern)
+        fetch_release([tmp_path / weights.name], None)
     with pytest.raises(FetchError, match=r"q3.json: no sidecar"):
-        fetch_release(tmp_path, "https://example.invalid/releases", [3], pattern)
+        fetch_release([tmp_path / "bmshj2018-hyperprior-mse-q3.pth"], "https://example.invalid/releases")
 
 
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path, image_dirs):

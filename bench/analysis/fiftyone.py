@@ -110,7 +110,7 @@ def detections(fo: Any, items: Sequence[Mapping[str, Any]], width: int, height: 
 
 def prediction_label(fo: Any, task: Any, prediction: Any, width: int, height: int) -> Any | None:
     """A task's stored prediction as a FiftyOne label, by the task's kind (None for kinds with no label)."""
-    from bench.tasks.segmentation import read_prediction
+    from bench.tasks.evaluators.segmentation import read_prediction
 
     if prediction is None:
         return None
@@ -152,7 +152,7 @@ def ground_truth_labels(fo: Any, dataset: Any, samples: list[Any]) -> dict[str, 
                 det["iscrowd"] = int(ann.get("iscrowd", 0))
             out[sid] = label
     elif "segmentation" in kinds:
-        from bench.tasks.segmentation import read_reference
+        from bench.tasks.evaluators.segmentation import read_reference
 
         out = {
             sid: fo.Segmentation(mask=read_reference(t)) for sid, t in dataset.targets("segmentation", samples).items()

@@ -36,7 +36,7 @@ import numpy as np
 
 from bench.tasks.base import Task
 from bench.tasks.classification import ClassificationTask, class_prediction, evaluate_topk
-from bench.tasks.segmentation import TorchvisionNetwork, torchvision_weights
+from bench.tasks.runtimes.torchvision import TorchvisionNetwork, torchvision_weights
 
 ACTION = "action"
 FRAME_CLASSIFICATION = "frame-classification"

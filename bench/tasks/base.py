@@ -104,3 +104,33 @@ class Task(abc.ABC):
         in :meth:`versions` stands for them.
         """
         return {}
+
+
+class LazyNetwork:
+    """A task network built on first use, after checking that it can be, and left behind when the task is pickled.
+
+    Why: ``bench list`` builds every task and must stay cheap; a task sent to a worker process rebuilds its network
+    there from its files instead of pickling tensors. A task mixes this in and implements :meth:`build_network`;
+    it must also be a :class:`Task` (``name``, ``unavailable_reason``).
+    """
+
+    _network: Any = None
+
+    def build_network(self) -> Any:
+        """The network, ready to run (eval mode, on the task's device)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to build its network")
+
+    @property
+    def network(self) -> Any:
+        """The network (built on first use); :class:`TaskUnavailable` naming what is missing when it cannot be."""
+        if self._network is None:
+            why = self.unavailable_reason()  # type: ignore[attr-defined]
+            if why:
+                raise TaskUnavailable(f"task {self.name!r}: {why}")  # type: ignore[attr-defined]
+            self._network = self.build_network()
+        return self._network
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__() or self.__dict__)  # what the other bases keep, without the network
+        state["_network"] = None
+        return state

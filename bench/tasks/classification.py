@@ -32,14 +32,9 @@ import numpy as np
 
 from bench.tasks.base import Task, TaskUnavailable
 from bench.tasks.precision import autocast
-from bench.tasks.segmentation import (
-    CORAL_TEST_DATA,
-    INTERPOLATION,
-    TFLiteModel,
-    TorchvisionNetwork,
-    litert_version,
-    torchvision_weights,
-)
+from bench.tasks.runtimes.tflite import CORAL_TEST_DATA, TFLiteModel, litert_version
+from bench.tasks.runtimes.torchvision import TorchvisionNetwork, torchvision_weights
+from bench.tasks.segmentation import INTERPOLATION
 
 CLASSIFICATION_METRICS = ("top1", "top5")
 TOP_K = 5

@@ -30,8 +30,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bench.devices import resolve_device
 from bench.provenance import installed_versions
-from bench.tasks.base import Task, TaskUnavailable
+from bench.tasks.base import LazyNetwork, Task, TaskUnavailable
 from bench.tasks.faces import FaceDetectionScoring, evaluate_embeddings
 
 FACENET_VERSION = "2.6.0"
@@ -105,12 +106,6 @@ def fetch_facenet_weights(pretrained: str = "vggface2") -> Path:
     return target
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 class MTCNNTask(Task):
     """What both facenet tasks share: an MTCNN detector built on first use (never pickled)."""
 
@@ -158,7 +153,7 @@ class MTCNNTask(Task):
                 factor=self.factor,
                 keep_all=True,
                 select_largest=False,
-                device=_resolve_device(self.device_name),
+                device=resolve_device(self.device_name),
             )
         return self._mtcnn
 
@@ -208,7 +203,7 @@ class MTCNNFaceDetection(FaceDetectionScoring, MTCNNTask):
         return f"{self.name} (facenet-pytorch MTCNN, min face {self.min_face_size} px, thresholds {self.thresholds})"
 
 
-class FacenetEmbedding(MTCNNTask):
+class FacenetEmbedding(LazyNetwork, MTCNNTask):
     """512-d FaceNet (InceptionResnetV1) embedding of the most probable MTCNN face, aligned as facenet-pytorch does.
 
     The face is cropped to its MTCNN box, resized to 160 x 160 and standardised
@@ -250,21 +245,15 @@ class FacenetEmbedding(MTCNNTask):
             )
         return None
 
-    @property
-    def network(self) -> Any:
+    def build_network(self) -> Any:
         """InceptionResnetV1 with the downloaded state dict, loaded strictly with ``weights_only=True``."""
-        if self._network is None:
-            why = self.unavailable_reason()
-            if why:
-                raise TaskUnavailable(why)
-            import torch
-            from facenet_pytorch import InceptionResnetV1
+        import torch
+        from facenet_pytorch import InceptionResnetV1
 
-            net = InceptionResnetV1(num_classes=FACENET_WEIGHTS[self.pretrained][1])
-            state = torch.load(facenet_weights_file(self.pretrained), map_location="cpu", weights_only=True)
-            net.load_state_dict(state, strict=True)
-            self._network = net.eval().to(_resolve_device(self.device_name))
-        return self._network
+        net = InceptionResnetV1(num_classes=FACENET_WEIGHTS[self.pretrained][1])
+        state = torch.load(facenet_weights_file(self.pretrained), map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+        return net.eval().to(resolve_device(self.device_name))
 
     def predict(self, images: Sequence[np.ndarray]) -> list[Any]:
         import torch

@@ -196,7 +196,7 @@ def raw_head_terms(task: Task, outputs: list[torch.Tensor], targets: list[torch.
         scores = scores + (weight * _bernoulli_kl(ref[..., 5:], out[..., 5:]).sum(-1)).sum()
         boxes = (weight * (out[..., :4] - ref[..., :4]).abs().sum(-1)).sum()
         return {"scores": scores / norm, "boxes": boxes / norm}
-    from bench.tasks.detection import nanodet_output_roles
+    from bench.tasks.networks.detectors import nanodet_output_roles
 
     bins = task.reg_max + 1
     cls, reg = nanodet_output_roles([t.shape[1:] for t in targets], task.input_hw, task.strides, bins)

@@ -37,9 +37,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bench.tasks.base import Task, TaskUnavailable
+from bench.tasks.evaluators.segmentation import evaluate_segmentation, per_class_iou
 from bench.tasks.faces import FaceDetectionScoring, evaluate_landmarks
 from bench.tasks.masks import label_prediction
-from bench.tasks.segmentation import SegmentationTask, evaluate_segmentation, per_class_iou
+from bench.tasks.segmentation import SegmentationTask
 
 MEDIAPIPE_VERSION = "0.10.21"
 INSTALL = f'pip install "hmc-bench[mediapipe]" && pip install --no-deps mediapipe=={MEDIAPIPE_VERSION}'

@@ -19,7 +19,7 @@ end, and on SIGTERM/SIGINT. The batches depend only on ``(seed, step)``
 resumed run takes the same steps as an uninterrupted one.
 
 ``python -m bench train-codec export run_dir=... out_dir=...`` writes the
-shippable fp16 weights (:mod:`bench.training.codec_weights`).
+shippable fp16 weights (:mod:`bench.training.codec_export`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,7 @@ import logging
 import math
 import os
 import signal
-import sys
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -211,7 +209,7 @@ def describe_init(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
 
     ``total_steps`` counts the whole chain (e.g. q2 fine-tuned from q1), so a shipped model says how much
     training it has really had. ``ckpt``: the ``.pt`` checkpoint already read from ``path``, if it was."""
-    from bench.training.codec_weights import sidecar_path
+    from bench.training.weights import sidecar_of
 
     p = Path(os.path.expanduser(str(path)))
     record: dict[str, Any] = {"file": p.name}
@@ -220,8 +218,8 @@ def describe_init(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
         cfg, earlier = ckpt["config"], ckpt.get("init") or {}
         record.update(arch=cfg["model"], quality=cfg["quality"], lmbda=cfg["lmbda"], steps=ckpt["step"])
         record["total_steps"] = ckpt["step"] + int(earlier.get("total_steps", 0))
-    elif sidecar_path(p).is_file():
-        side = json.loads(sidecar_path(p).read_text())
+    elif sidecar_of(p).is_file():
+        side = json.loads(sidecar_of(p).read_text())
         record.update({k: side.get(k) for k in ("arch", "quality", "lmbda", "steps")})
         record["total_steps"] = side.get("total_steps", side.get("steps"))
     return record
@@ -229,7 +227,7 @@ def describe_init(path: str | os.PathLike, ckpt: dict[str, Any] | None = None) -
 
 def _load_init_weights(net: torch.nn.Module, path: str) -> dict[str, Any]:
     """Start from another run's weights (e.g. a lower-lambda model), fresh optimizers; returns what they are."""
-    from bench.training.codec_weights import read_state_dict
+    from bench.training.weights import read_state_dict
 
     p = Path(os.path.expanduser(path))
     ckpt = read_checkpoint(p) if p.suffix == ".pt" else None
@@ -485,67 +483,3 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- command line ------------------------------------------------------------------
-
-HELP = """usage: python -m bench train-codec [key=value ...]
-       python -m bench train-codec export run_dir=DIR [checkpoint=last|best] [out_dir=DIR] [name=STEM]
-
-Train a CompressAI codec for one rate point (config: bench/conf/train_codec.yaml), e.g.
-  python -m bench train-codec model=bmshj2018-hyperprior quality=1 data=[data/train_images] \\
-      val_data=[data/val_images] patch_size=256 batch_size=16
-Running the same command again resumes from <out_dir>/last.pt.
-`export` writes fp16 weights with entropy tables and a JSON sidecar (sha256, training figures).
-"""
-
-
-def _setup_logging(out_dir: Path | None) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(out_dir / "train.log"))
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    logger = logging.getLogger("bench.train")
-    logger.handlers.clear()
-    for h in handlers:
-        h.setFormatter(fmt)
-        logger.addHandler(h)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-
-
-def _parse_kv(argv: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise TrainError(f"expected key=value, got {arg!r}")
-        out[key] = value
-    return out
-
-
-def main(argv: Sequence[str]) -> int:
-    argv = list(argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(HELP)
-        return 0
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-    try:
-        if argv and argv[0] == "export":
-            from bench.training.codec_weights import export_run
-
-            opts = _parse_kv(argv[1:])
-            unknown = set(opts) - {"run_dir", "checkpoint", "out_dir", "name"}
-            if unknown or "run_dir" not in opts:
-                raise TrainError(f"export needs run_dir=DIR (and optionally checkpoint, out_dir, name); got {argv[1:]}")
-            pth, sidecar = export_run(
-                opts["run_dir"], opts.get("checkpoint", "last"), opts.get("out_dir", "weights"), opts.get("name")
-            )
-            print(f"wrote {pth} and {sidecar}")
-            return 0
-        cfg = load_config(argv)
-        _setup_logging(Path(os.path.expanduser(cfg["out_dir"])))
-        record = train(cfg)
-        print(json.dumps(record))
-        return 0
-    except TrainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2

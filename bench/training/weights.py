@@ -182,3 +182,21 @@ def fetch_release(files: list[Path], release_url: str | None) -> list[Path]:
             raise FetchError(str(exc)) from exc
         out.append(target)
     return out
+
+
+def read_state_dict(weights: str | os.PathLike) -> dict[str, Any]:
+    """An exported state dict as stored, checksum-verified when a sidecar is beside it."""
+    import torch
+
+    verified_sidecar(weights)
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{weights}: expected a state dict, found {type(state).__name__}")
+    return state
+
+
+def to_float32(state: dict[str, Any]) -> dict[str, Any]:
+    """Half-precision tensors back to float32 (integer CDF tables untouched): how shipped weights run."""
+    import torch
+
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}

@@ -83,7 +83,7 @@ def rate_point(settings: Mapping[str, Any], rate: Any) -> dict[str, float]:
 def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
     """Copy a CompressAI hyperprior's ``g_a`` (Fig. 5a's structure) into the Encoder; names any mismatch."""
     from bench.methods.learned.compressai import state_dict_of
-    from bench.training.codec_weights import verify_checksum
+    from bench.training.weights import verified_sidecar as verify_checksum
 
     path = Path(path).expanduser()
     if not path.is_file():

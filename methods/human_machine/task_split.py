@@ -19,7 +19,7 @@ Supported networks and cuts (``split``):
   run their task networks at the coded image's resolution.
 - ONNX detectors (:class:`bench.tasks.detection.OnnxDetector`, e.g.
   YOLOX-Nano) through onnx2torch, cut at a tensor that alone carries
-  everything the rest of the graph needs (:func:`bench.tasks.onnx_torch.single_tensor_cuts`):
+  everything the rest of the graph needs (:func:`bench.tasks.runtimes.onnx_torch.single_tensor_cuts`):
   ``stride<N>`` is the last such tensor at stride N, or give the tensor's
   name. YOLOX-Nano's ``stride8`` is the output of CSPDarknet's dark3 stage
   (64 x 52 x 52 on its 416 x 416 input): dark4, dark5 and the PAFPN read only
@@ -404,7 +404,7 @@ class _OnnxHalves(_Halves):
     def __init__(self, task: Any, split: str):
         from torch import nn
 
-        from bench.tasks.onnx_torch import OnnxConversionError, load_onnx_split
+        from bench.tasks.runtimes.onnx_torch import OnnxConversionError, load_onnx_split
 
         self.task = task
         try:

@@ -493,7 +493,9 @@ class CompressAICodec(Method):
         import torch
         from compressai.zoo import load_state_dict as rename_legacy_keys
 
-        from bench.training.codec_weights import ChecksumError, to_float32, verify_checksum
+        from bench.training.weights import ChecksumMismatch as ChecksumError
+        from bench.training.weights import to_float32
+        from bench.training.weights import verified_sidecar as verify_checksum
 
         if not path.is_file():
             raise MethodUnavailable(f"{self._label(quality)}: checkpoint file not found: {path}")

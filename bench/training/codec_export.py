@@ -29,54 +29,15 @@ import torch
 from bench.io.digests import file_sha256
 from bench.io.files import atomic_torch_save
 from bench.provenance import installed_versions
-from bench.training.weights import ChecksumMismatch, sidecar_of, verified_sidecar
-
-#: submodules whose tensors are kept at full precision (their tables derive from them)
-ENTROPY_MODULES = ("entropy_bottleneck", "gaussian_conditional")
-
-
-ChecksumError = ChecksumMismatch
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """SHA-256 of a weights file (what its sidecar records)."""
-    return file_sha256(path)
-
-
-def sidecar_path(weights: str | os.PathLike) -> Path:
-    """``name.pth`` -> ``name.json`` (the sidecar that describes it)."""
-    return sidecar_of(weights)
-
-
-def verify_checksum(weights: str | os.PathLike) -> dict[str, Any] | None:
-    """The sidecar's contents after checking the file against its ``sha256``; None if there is no sidecar."""
-    return verified_sidecar(weights)
-
-
-def read_state_dict(weights: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """An exported state dict, checksum-verified when a sidecar is beside it; tensors as stored."""
-    verify_checksum(weights)
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"{weights}: expected a state dict, found {type(state).__name__}")
-    return state
-
-
-def to_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Half-precision tensors back to float32 (integer CDF tables untouched)."""
-    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
+from bench.training.export import shippable
+from bench.training.weights import sidecar_of
 
 
 def shippable_state_dict(net: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``update(force=True)``, then float16 transforms and full-precision entropy models."""
+    """``update(force=True)``, then float16 transforms and full-precision entropy models (as every export)."""
     with torch.no_grad():
         net.update(force=True)
-    out = {}
-    for key, value in net.state_dict().items():
-        value = value.detach().cpu()
-        keep = any(part in ENTROPY_MODULES for part in key.split("."))
-        out[key] = value.clone() if keep or not value.is_floating_point() else value.half()
-    return out
+    return shippable(net.state_dict())
 
 
 def _versions() -> dict[str, str]:
@@ -147,17 +108,10 @@ def export_run(
         "dtype": "float16 transforms; entropy models (parameters, scale table, int32 CDF tables) as trained",
         "versions": _versions(),
         "bytes": weights.stat().st_size,
-        "sha256": sha256_of(weights),
+        "sha256": file_sha256(weights),
     }
-    side = sidecar_path(weights)
+    side = sidecar_of(weights)
     side.write_text(json.dumps(meta, indent=2) + "\n")
     return weights, side
 
 
-def fetch_release(folder: str | os.PathLike, release_url: str | None, qualities: list[int], pattern: str) -> list[Path]:
-    """The ``.pth`` files of ``qualities`` in ``folder``, each verified against its committed sidecar
-    (downloaded from ``release_url`` first when missing): :func:`bench.training.weights.fetch_release`."""
-    from bench.training.weights import fetch_release as fetch_files
-
-    folder = Path(os.path.expanduser(str(folder)))
-    return fetch_files([folder / pattern.format(quality=q) for q in qualities], release_url)

@@ -1,0 +1,1 @@
+"""Standard evaluators: COCO mAP (pycocotools), segmentation mIoU from a confusion matrix."""
