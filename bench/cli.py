@@ -96,7 +96,7 @@ def _cmd_check(argv: list[str]) -> int:
 
 
 def _cmd_train(argv: list[str]) -> int:
-    from bench.training.loop import hydra_train
+    from bench.training.command import hydra_train
 
     sys.argv = [f"{sys.argv[0]} train", *argv]
     hydra_train()

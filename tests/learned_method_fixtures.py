@@ -12,7 +12,8 @@ from PIL import Image
 
 from bench.datasets.folder import ImageFolder
 from bench.tasks.classification import TorchvisionClassifier
-from bench.training.loop import CropSampler, module_digests, split_samples, train
+from bench.training.frozen import module_digests
+from bench.training.loop import CropSampler, split_samples, train
 
 
 @pytest.fixture(scope="module", autouse=True)

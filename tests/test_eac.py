@@ -16,7 +16,9 @@ from bench.methods.human_machine.eac import EAC, selections
 from bench.methods.learned.compressai import CompressAICodec, to_tensor, to_uint8
 from bench.running.runner import TaskJob, measure_sample
 from bench.tasks.segmentation import TorchvisionSegmenter
-from bench.training.loop import CropSampler, load_checkpoint, module_digests, train, train_job
+from bench.training.command import train_job
+from bench.training.frozen import module_digests
+from bench.training.loop import CropSampler, load_checkpoint, train
 
 TINY = {"N": 8, "M": 12, "seed": 0}
 SMALL_MODULES = {"predictor_channels": 16, "adapter_channels": 16}

@@ -247,7 +247,7 @@ def test_a_run_started_from_the_shipped_codec_records_its_steps():
 
     from omegaconf import OmegaConf
 
-    from bench.training.loop import run_provenance
+    from bench.training.command import run_provenance
 
     path = Path(__file__).resolve().parents[1] / "checkpoints/bmshj2018-hyperprior-ours/bmshj2018-hyperprior-mse-q1.pth"
     stages = {"joint": {"lr": 1e-4, "batch_size": 8, "steps": 20}}

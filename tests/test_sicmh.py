@@ -17,15 +17,9 @@ from bench.methods.human_machine.sicmh_training import STAGES, rate_point, valid
 from bench.methods.learned.compressai import Header, to_tensor
 from bench.running.runner import measure_sample
 from bench.tasks.segmentation import TorchvisionSegmenter
-from bench.training.loop import (
-    Batch,
-    CropSampler,
-    FrozenModuleError,
-    TrainingError,
-    module_digests,
-    split_samples,
-    train,
-)
+from bench.training.frozen import module_digests
+from bench.training.loop import CropSampler, split_samples, train
+from bench.training.recipe import Batch, FrozenModuleError, TrainingError
 from tests.task_fixtures import DominantChannel
 
 TINY = {
@@ -342,7 +336,7 @@ def test_a_stage_that_touches_a_frozen_part_is_caught(photos):
     recipe = m.training_recipe(1, [segmenter()], RECIPE, "cpu")
     fine = next(s for s in recipe.stages if s.name == "fine")
     with pytest.raises(FrozenModuleError, match="frozen module 'coarse'"):
-        from bench.training.loop import trained_parameters
+        from bench.training.frozen import trained_parameters
 
         trained_parameters(recipe.model, type(fine)("fine", ["enhancement", "coarse"], fine.frozen, fine.loss))
 

@@ -9,18 +9,9 @@ import torch
 from torch import nn
 
 from bench.datasets.folder import ImageFolder
-from bench.training.loop import (
-    CropSampler,
-    FrozenModuleError,
-    Recipe,
-    Stage,
-    StageSettings,
-    TrainingError,
-    load_checkpoint,
-    module_digests,
-    split_samples,
-    train,
-)
+from bench.training.frozen import module_digests
+from bench.training.loop import CropSampler, load_checkpoint, split_samples, train
+from bench.training.recipe import FrozenModuleError, Recipe, Stage, StageSettings, TrainingError
 
 
 class Toy(nn.Module):

@@ -81,13 +81,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
-import random
-import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,121 +92,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.io.files import atomic_torch_save
+from bench.training.frozen import freeze, trained_parameters, verify_frozen
+from bench.training.recipe import Batch, Crop, Recipe, StageSettings, TrainingError
 
 if TYPE_CHECKING:
     import torch
-    from omegaconf import DictConfig
 
     from bench.datasets.base import ImageDataset, Sample
 
 log = logging.getLogger("bench.train")
 
 CHECKPOINT_FORMAT = "hmc-bench-train/1"
-OPTIMIZERS = ("adam", "adamw", "sgd")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (bad settings, a non-finite loss, an unusable checkpoint)."""
-
-
-class FrozenModuleError(TrainingError):
-    """A module a stage declares frozen was trained, changed or received gradients."""
 
 
 # --- what a method provides ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Crop:
-    """Where one training crop came from (for methods that crop labels with the image)."""
-
-    sample: str
-    top: int
-    left: int
-    height: int
-    width: int
-
-
-@dataclass
-class Batch:
-    """Random crops of training images: ``x`` is ``B x 3 x H x W`` float in [0, 1] on the device."""
-
-    x: torch.Tensor
-    crops: list[Crop]
-
-
-@dataclass
-class Stage:
-    """One training stage: what it trains, what must stay frozen, what it minimises."""
-
-    name: str
-    trains: Sequence[str]
-    frozen: Mapping[str, torch.nn.Module]
-    loss: Callable[[Batch], Mapping[str, torch.Tensor]]
-    aux_loss: Callable[[], torch.Tensor] | None = None
-
-
-@dataclass
-class Recipe:
-    """A method's training: the model checkpoints hold, its stages, and held-out validation.
-
-    ``trained_on`` names the frozen weights the trained model depends on (``{"backbone": path}``; a
-    ``generated:<digest>`` string for weights made in memory): checkpoints record their SHA-256, so a
-    trained module is never loaded onto other weights (``bench.training.weights.check_trained_on``).
-    """
-
-    model: torch.nn.Module
-    stages: list[Stage]
-    validate: Callable[[list[np.ndarray]], Mapping[str, float]] | None = None
-    trained_on: dict[str, Path | str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StageSettings:
-    """Hyper-parameters of one stage (``settings["stages"][name]``)."""
-
-    lr: float
-    batch_size: int
-    epochs: float | None = None
-    steps: int | None = None
-    optimizer: str = "adam"
-    milestones: tuple[float, ...] = ()
-    gamma: float = 0.1
-    weight_decay: float = 0.0
-    clip_max_norm: float | None = None
-    aux_lr: float = 1e-3
-
-    @classmethod
-    def from_config(cls, name: str, cfg: Mapping[str, Any] | None) -> StageSettings:
-        if cfg is None:
-            raise TrainingError(f"stage {name!r}: no settings (add stages.{name} to the recipe config)")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise TrainingError(f"stage {name!r}: unknown setting(s) {unknown}; known: {sorted(known)}")
-        for key in ("lr", "batch_size"):
-            if cfg.get(key) is None:
-                raise TrainingError(f"stage {name!r}: {key} is not set")
-        if cfg.get("steps") is None and cfg.get("epochs") is None:
-            raise TrainingError(f"stage {name!r}: set steps or epochs")
-        s = cls(**{**cfg, "milestones": tuple(float(m) for m in cfg.get("milestones") or ())})
-        if s.optimizer not in OPTIMIZERS:
-            raise TrainingError(f"stage {name!r}: optimizer must be one of {OPTIMIZERS}, not {s.optimizer!r}")
-        if s.batch_size < 1 or s.lr <= 0:
-            raise TrainingError(f"stage {name!r}: batch_size must be >= 1 and lr > 0 (got {s.batch_size}, {s.lr})")
-        if any(not 0 < m < 1 for m in s.milestones):
-            raise TrainingError(f"stage {name!r}: milestones are fractions of the stage in (0, 1), got {s.milestones}")
-        return s
-
-    def total_steps(self, n_images: int) -> int:
-        if self.steps is not None:
-            return int(self.steps)
-        return max(1, math.ceil(float(self.epochs or 0) * math.ceil(n_images / self.batch_size)))
-
-    def lr_at(self, step: int, total: int) -> float:
-        """The step-wise schedule: ``lr * gamma ** (milestones passed)``."""
-        passed = sum(1 for m in self.milestones if step >= round(m * total))
-        return self.lr * self.gamma**passed
 
 
 # --- data -----------------------------------------------------------------------
@@ -284,79 +180,6 @@ def split_samples(samples: Sequence[Sample], val_samples: int) -> tuple[list[Sam
 
 
 # --- frozen modules -------------------------------------------------------------
-
-
-def module_digests(module: torch.nn.Module) -> dict[str, str]:
-    """SHA-256 of every parameter and buffer, by name: equal digests = bit-identical weights."""
-    import torch
-
-    out = {}
-    for name, t in module.state_dict().items():
-        t = t.detach().cpu().contiguous()
-        h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        out[name] = h.hexdigest()
-    return out
-
-
-def freeze(frozen: Mapping[str, torch.nn.Module]) -> dict[str, dict[str, str]]:
-    """Turn off gradients of ``frozen`` and return their digests (to verify after the stage)."""
-    for module in frozen.values():
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return {name: module_digests(module) for name, module in frozen.items()}
-
-
-def verify_frozen(stage: str, frozen: Mapping[str, torch.nn.Module], digests: Mapping[str, Mapping[str, str]]) -> None:
-    """Raise :class:`FrozenModuleError` unless every frozen module is bit-identical and gradient-free."""
-    problems = []
-    for name, module in frozen.items():
-        trainable = [n for n, p in module.named_parameters() if p.requires_grad]
-        with_grad = [n for n, p in module.named_parameters() if p.grad is not None and bool(p.grad.ne(0).any())]
-        now = module_digests(module)
-        changed = [n for n, d in now.items() if digests.get(name, {}).get(n) != d]
-        if trainable:
-            problems.append(f"{name}: requires_grad was turned back on for {_few(trainable)}")
-        if with_grad:
-            problems.append(f"{name}: gradients reached {_few(with_grad)}")
-        if changed:
-            problems.append(f"{name}: weights changed: {_few(changed)}")
-    if problems:
-        raise FrozenModuleError(f"stage {stage!r} declares these modules frozen, but " + "; ".join(problems))
-
-
-def _few(names: Sequence[str], k: int = 5) -> str:
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
-
-
-def trained_parameters(
-    model: torch.nn.Module, stage: Stage
-) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-    """(main, aux) parameters of the submodules ``stage.trains``; aux = CompressAI's ``quantiles``."""
-    seen: set[int] = set()
-    main, aux = [], []
-    frozen_ids = {id(p): name for name, m in stage.frozen.items() for p in m.parameters()}
-    if not stage.trains:
-        raise TrainingError(f"stage {stage.name!r} trains nothing (trains is empty)")
-    for sub in stage.trains:
-        try:
-            module = model.get_submodule(sub) if sub else model
-        except AttributeError as exc:
-            raise TrainingError(f"stage {stage.name!r}: the model has no submodule {sub!r} ({exc})") from None
-        for pname, p in module.named_parameters():
-            if id(p) in frozen_ids:
-                raise FrozenModuleError(
-                    f"stage {stage.name!r} trains {sub or 'the model'}.{pname}, a parameter of the frozen module "
-                    f"{frozen_ids[id(p)]!r}"
-                )
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            (aux if pname.endswith("quantiles") else main).append(p)
-    if not main:
-        raise TrainingError(f"stage {stage.name!r}: {list(stage.trains)} have no parameters to train")
-    return main, aux
 
 
 def _optimizer(kind: str, params: list[Any], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -565,7 +388,7 @@ def train(
             if step % max(1, log_every) == 0 or step == total:
                 history.append({"stage": stage.name, "step": step, "lr": lr, **logged})
                 rate = step / max(time.perf_counter() - t0, 1e-9)
-                log.info("%s %d/%d %s (%.2f steps/s)", stage.name, step, total, _fmt(logged), rate)
+                log.info("%s %d/%d %s (%.2f steps/s)", stage.name, step, total, format_terms(logged), rate)
             if step % max(1, checkpoint_every) == 0 and step < total:
                 checkpoint(index, step, digests, opt, aux_opt)
         for p in [*main, *aux]:
@@ -576,7 +399,7 @@ def train(
             with torch.no_grad():
                 figures = recipe.validate(list(val_images))
             result.validation[stage.name] = {k: float(v) for k, v in figures.items()}
-            log.info("validation after %s: %s", stage.name, _fmt(result.validation[stage.name]))
+            log.info("validation after %s: %s", stage.name, format_terms(result.validation[stage.name]))
         final = {"format": CHECKPOINT_FORMAT, "config": config, "validation": result.validation, "stage": stage.name}
         final["provenance"] = stamped()
         atomic_torch_save({**final, "state_dict": model.state_dict()}, out / f"{stage.name}.pt")
@@ -590,158 +413,8 @@ def train(
     return result
 
 
-def _fmt(terms: Mapping[str, float]) -> str:
+def format_terms(terms: Mapping[str, float]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in terms.items())
 
 
 # --- the command -----------------------------------------------------------------
-
-
-def run_provenance(
-    cfg: DictConfig, method: Any, tasks: Sequence[Any], dataset: Any, n_train: int, n_val: int, device: str
-) -> dict[str, Any]:
-    """What a checkpoint says about how it was made: method, rate, data, schedule, device, start, code."""
-    import torch
-    from omegaconf import OmegaConf
-
-    from bench.provenance import git_state, package_versions
-
-    stages = OmegaConf.to_container(cfg.recipe.get("stages") or {}, resolve=True)
-    init = cfg.recipe.get("init_from")
-    start = None
-    if init:
-        path = Path(os.path.expanduser(str(init)))
-        start = {"file": str(init)}
-        if path.is_file():
-            from bench.io.digests import file_sha256
-            from bench.training.weights import load_trained
-
-            _, before = load_trained(path)
-            steps = before.get("total_steps")
-            if steps is None:  # a run's provenance counts steps per stage; a codec export's sidecar has a number
-                steps = before.get("steps") or 0
-                steps = sum(steps.values()) if isinstance(steps, Mapping) else steps
-            start.update({"sha256": file_sha256(path), "total_steps": int(steps or 0)})
-    return {
-        "origin": "local",
-        "method": method.name,
-        "class": f"{type(method).__module__}.{type(method).__qualname__}",
-        "rate": cfg.rate if cfg.get("rate") is not None else method.rates[0],
-        "tasks": [t.name for t in tasks],
-        "data": {
-            "dataset": dataset.name,
-            "train_images": n_train,
-            "val_images": n_val,
-            "crop": int(cfg.crop),
-            "seed": int(cfg.seed),
-        },
-        "schedule": stages,
-        "device": device,
-        "threads": torch.get_num_threads(),
-        "init_from": start,
-        "code": git_state(),
-        "versions": package_versions(),
-    }
-
-
-def train_job(cfg: DictConfig) -> TrainResult:
-    """``python -m bench train``: build the method's recipe from config and train it."""
-    import torch
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from bench.datasets.base import DatasetUnavailable
-    from bench.devices import resolve_device
-    from bench.methods.base import MethodUnavailable
-    from bench.running.app import UserError, build_tasks
-
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-    torch.manual_seed(int(cfg.seed))
-    random.seed(int(cfg.seed))
-    device = resolve_device(str(cfg.device))
-    method = instantiate(cfg.method)
-    if not hasattr(method, "training_recipe"):
-        raise UserError(f"method {method.name!r} has no training recipe (only learned human-machine methods train)")
-    if cfg.get("recipe") is None:
-        raise UserError(f"no recipe config for method {method.name!r}: add conf/recipe/{method.name}.yaml")
-    if hasattr(method, "device"):
-        method.device = device
-    rate = cfg.rate if cfg.get("rate") is not None else (method.rates[0] if len(method.rates) == 1 else None)
-    if rate is None:
-        raise UserError(f"say which rate point to train: rate=<one of {method.rates}>")
-    dataset = instantiate(cfg.dataset)
-    try:
-        samples = dataset.samples()
-    except DatasetUnavailable as exc:
-        raise UserError(str(exc)) from exc
-    if cfg.get("limit") is not None:
-        samples = samples[: int(cfg.limit)]
-    try:
-        train_samples, val_samples = split_samples(samples, int(cfg.val_samples))
-    except TrainingError as exc:
-        raise UserError(str(exc)) from exc
-    tasks = [t.task for t in build_tasks(cfg)]
-    for task in tasks:  # task networks train on the run's device ("auto" could pick another)
-        for attr in ("device_name", "device"):
-            if isinstance(getattr(type(task), attr, None), property):
-                continue
-            if isinstance(getattr(task, attr, None), str):
-                setattr(task, attr, device)
-                break
-    settings = OmegaConf.to_container(cfg.recipe, resolve=True)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        recipe = method.training_recipe(rate, tasks, settings, device)
-        for task in tasks:  # the frozen task networks the loss ran through
-            recipe.trained_on.update({f"{role} {task.name}": f for role, f in task.weight_files().items()})
-        sampler = CropSampler(dataset, train_samples, int(cfg.crop), seed=int(cfg.seed))
-        val_images = [dataset.load(s) for s in val_samples]
-        provenance = run_provenance(cfg, method, tasks, dataset, len(train_samples), len(val_samples), device)
-        log.info(
-            "training %s (rate %s) on %s: %d training / %d validation images, device %s -> %s",
-            method.name,
-            rate,
-            dataset.name,
-            len(train_samples),
-            len(val_samples),
-            device,
-            cfg.out_dir,
-        )
-        result = train(
-            recipe,
-            sampler,
-            settings.get("stages", {}),
-            cfg.out_dir,
-            config=config,
-            val_images=val_images,
-            device=device,
-            resume=bool(cfg.resume),
-            checkpoint_every=int(cfg.checkpoint_every),
-            log_every=int(cfg.log_every),
-            provenance=provenance,
-        )
-    except (TrainingError, MethodUnavailable) as exc:
-        raise UserError(str(exc)) from exc
-    print(f"{method.name} rate {rate}: {'finished' if result.finished else 'stopped'}; steps {result.steps}")
-    for stage, figures in result.validation.items():
-        print(f"  validation after {stage}: {_fmt(figures)}")
-    print(f"checkpoint: {Path(cfg.out_dir) / 'model.pt'}")
-    return result
-
-
-def hydra_train() -> None:
-    """The Hydra entry point (config ``conf/train.yaml``)."""
-    import hydra
-
-    from bench.running.app import UserError
-
-    @hydra.main(version_base="1.3", config_path="pkg://bench.conf", config_name="train")
-    def _main(cfg: DictConfig) -> None:
-        try:
-            train_job(cfg)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    _main()

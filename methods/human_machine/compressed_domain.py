@@ -287,7 +287,7 @@ class CompressedDomain(LearnedMethod):
 
         from bench.methods.human_machine.latent_scalable import adopt_task, rate_lambda, validation_figures
         from bench.methods.learned.losses import bits_per_pixel
-        from bench.training.loop import Recipe, Stage
+        from bench.training.recipe import Recipe, Stage
 
         adopt_task(self, tasks)
         self.device = device

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from bench.tasks.base import Task
-    from bench.training.loop import Batch, Recipe
+    from bench.training.recipe import Batch, Recipe
 
 #: hyperprior backbones whose ŷ elements are coded independently given (μ, σ)
 BACKBONES = {"bmshj2018-hyperprior": "scale", "mbt2018-mean": "mean-scale"}
@@ -575,7 +575,7 @@ class EAC(Method):
     def training_recipe(self, rate: Any, tasks: Sequence[Task], settings: Mapping[str, Any], device: str) -> Recipe:
         """Eq. 3 then Eq. 5 for one task at one quality (each predictor is trained on its own, as in 003)."""
         from bench.tasks.losses import loss_for
-        from bench.training.loop import Recipe, Stage, TrainingError
+        from bench.training.recipe import Recipe, Stage, TrainingError
 
         if len(tasks) != 1:
             raise TrainingError(

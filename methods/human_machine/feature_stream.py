@@ -313,7 +313,7 @@ class FeatureStream(_ImagePlusMachineStream, LearnedMethod):
 
         from bench.methods.human_machine.latent_scalable import adopt_task, rate_lambda, validation_figures
         from bench.methods.learned.losses import bits_per_pixel
-        from bench.training.loop import Recipe, Stage
+        from bench.training.recipe import Recipe, Stage
 
         adopt_task(self, tasks)
         lam = rate_lambda(self.name, settings, rate)

@@ -335,7 +335,7 @@ class LatentScalable(LearnedMethod):
         import torch.nn.functional as F
 
         from bench.methods.learned.losses import bits_per_pixel
-        from bench.training.loop import Recipe, Stage
+        from bench.training.recipe import Recipe, Stage
 
         adopt_task(self, tasks)
         lam = rate_lambda(self.name, settings, rate)

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
 
     from bench.methods.human_machine.sicmh_model import SICMHNetwork
     from bench.tasks.base import Task
-    from bench.training.loop import Recipe
+    from bench.training.recipe import Recipe
 
 #: the streams of each layer, in layer order
 BASE_STREAMS = ("base.header", "base.h2", "base.h1")

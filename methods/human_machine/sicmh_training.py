@@ -46,7 +46,7 @@ from bench.methods.human_machine.sicmh import BASE_STREAMS, COARSE
 from bench.methods.learned.losses import bits_per_pixel
 from bench.metrics import image as M
 from bench.tasks.losses import TaskLoss, loss_for
-from bench.training.loop import Batch, Recipe, Stage, TrainingError
+from bench.training.recipe import Batch, Recipe, Stage, TrainingError
 
 if TYPE_CHECKING:
     from bench.methods.human_machine.sicmh import SICMH
