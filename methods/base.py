@@ -73,6 +73,23 @@ class HeadPrediction:
     value: Any
 
 
+@dataclass(frozen=True)
+class RateParameter:
+    """The knob a method's rate points turn, for reaching a target bitrate (``bench.running.targeting``).
+
+    A continuous or integer knob in ``[low, high]`` whose bitrate rises with it (``rate_rises``; JPEG's quality)
+    or falls (an encoder's QP); or a fixed set of values (``choices``: a learned codec's trained qualities),
+    of which the one nearest a target is taken.
+    """
+
+    name: str
+    low: float = 0.0
+    high: float = 0.0
+    integer: bool = True
+    rate_rises: bool = True
+    choices: tuple[Any, ...] = ()
+
+
 class MethodUnavailable(RuntimeError):
     """A method cannot run on this machine (missing package, binary or weights)."""
 
@@ -153,6 +170,13 @@ class Method(abc.ABC):
         have none.
         """
         return {}
+
+    def rate_parameter(self) -> RateParameter | None:
+        """The knob behind the rate points (None: the method cannot be driven to a target bitrate).
+
+        By default the configured rate points themselves, as a fixed set: the nearest is taken.
+        """
+        return RateParameter("rate point", choices=tuple(self.rates))
 
     def weights_origin(self, role: str) -> str:
         """Where a weight file without a sidecar comes from: ``published`` (its authors' release) or ``unknown``.

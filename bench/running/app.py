@@ -99,6 +99,39 @@ def build_tasks(cfg: DictConfig, method: Method | None = None) -> list[TaskSetup
     return setups
 
 
+def targeted(
+    method: Method, settings: Any, dataset: ImageDataset, samples: list[Sample]
+) -> tuple[Method, dict[str, Any]]:
+    """The method driven to target bitrates (``rate_target``), and what the targeting is; as it is without one."""
+    if not settings:
+        return method, {}
+    from bench.running import targeting as T
+
+    rt = OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) else dict(settings)
+    unknown = sorted(set(rt) - {"profile", "mode", "tolerance"})
+    if unknown:
+        raise UserError(f"rate_target: unknown key(s) {unknown}; it takes profile, mode and tolerance")
+    try:
+        targets = T.targets_of(rt.get("profile", "jpeg-ai"))
+        mode = str(rt.get("mode", "image"))
+        if mode not in T.MODES:
+            raise T.TargetingError(f"rate_target.mode must be one of {T.MODES}, not {mode!r}")
+        tolerance = float(rt.get("tolerance", 0.02))
+        fixed = None
+        if mode == "dataset":
+            log.info("rate targets: calibrating one %s setting per target on %d samples", method.name, len(samples))
+            fixed = T.calibrate(method, [dataset.load(s) for s in samples], targets, tolerance)
+        wrapped = T.TargetedMethod(method, targets, tolerance, fixed)
+    except T.TargetingError as exc:
+        raise UserError(f"method {method.name!r}: {exc}") from exc
+    knob = wrapped.knob
+    described = {"profile": rt.get("profile", "jpeg-ai"), "targets": targets, "mode": mode, "tolerance": tolerance}
+    described["knob"] = knob.name if not knob.choices else f"{knob.name} (nearest of {list(knob.choices)})"
+    if fixed is not None:
+        described["settings"] = {str(t): v for t, v in fixed.items()}
+    return wrapped, described
+
+
 def sample_contents(dataset: ImageDataset, samples: list[Sample]) -> list[Sample]:
     """The samples with their ``content`` digest (what every row records); an unreadable one fails later."""
     out = []
@@ -177,6 +210,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     device = keys.device_identity(method, getattr(method, "device", "cpu"))
     identity = keys.run_identity(method_cfg, dataset_cfg, metrics, method.versions(), device)
+    method, targeting = targeted(method, cfg.get("rate_target"), dataset, samples)
+    if targeting:
+        identity["rate_target"] = targeting
     run_key = keys.key_of(identity)
     store = RunStore(cfg.results_dir, dataset.name, method.name, run_key)
     stamp = keys.RowStamp({s.id: s.content or "" for s in samples}, rate_weights(method))
@@ -282,6 +318,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         "config_hash": run_key,
         "rate_weights": stamp.weights,
         "weights": weights_meta(method),
+        "rate_target": targeting,
         "complexity": complexity,
         "rows": store.rows_path.relative_to(store.root).as_posix(),  # relative: results move with their folder
         "codec_versions": method.versions(),

@@ -312,6 +312,7 @@ def measure_sample(
             row = {**base, "encoding_time": encoding_time, "encode_peak_mib": encode_peak.mib}
             row["bytes_by_stream"] = {name: len(data) for name, data in written.streams.items()}
             row["stream_sha256"] = stream_digests(written)  # what `bench verify` checks a re-encode against
+            row.update({k: written.info[k] for k in ("target_bpp", "parameter", "tries") if k in written.info})
             row["bpp_total"] = VM.rate_columns(written.num_bytes(), image)["bpp"]  # every stream a deployment sends
             try:
                 reconstruction, row["bytes"], row["decoding_time"] = decoder.for_target(HUMAN)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, RateParameter
 
 _CHROMA = ("444", "422", "420")
 
@@ -76,6 +76,9 @@ class HevcIntra(Method):
         if self.preset:
             params["preset"] = self.preset
         return params
+
+    def rate_parameter(self) -> RateParameter:
+        return RateParameter("QP", 0, 51, integer=True, rate_rises=False)
 
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:
         import pillow_heif

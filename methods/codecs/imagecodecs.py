@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import imagecodecs
 import numpy as np
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, RateParameter
 
 _CHROMA = ("444", "420")
 
@@ -153,6 +153,9 @@ class Jpeg2000(_ImagecodecsCodec):
         if not _is_real(rate) or not 1 <= rate <= 100:
             raise ValueError(f"{self.name}: JPEG 2000 rate must be a PSNR target in dB in [1, 100], got {rate!r}")
 
+    def rate_parameter(self) -> RateParameter:
+        return RateParameter("PSNR target (dB)", 15.0, 60.0, integer=False, rate_rises=True)
+
     def _encode(self, image: np.ndarray, rate: Any) -> bytes:
         return imagecodecs.jpeg2k_encode(
             image,
@@ -207,6 +210,11 @@ class JpegXL(_ImagecodecsCodec):
         if not _is_real(rate) or not 0 <= rate <= hi:
             raise ValueError(f"{self.name}: JPEG XL {self.rate_param} must be in [0, {hi}], got {rate!r}")
 
+    def rate_parameter(self) -> RateParameter:
+        if self.rate_param == "quality":
+            return RateParameter("quality", 1.0, 99.0, integer=False, rate_rises=True)
+        return RateParameter("distance", 0.1, 25.0, integer=False, rate_rises=False)
+
     def _encode(self, image: np.ndarray, rate: Any) -> bytes:
         kwargs: dict[str, Any] = {"effort": self.effort, "usecontainer": self.usecontainer, "lossless": False}
         if self.rate_param == "quality":
@@ -251,6 +259,9 @@ class Avif(_ImagecodecsCodec):
         # 100 would be lossless (and silently switch to RGB identity coding in imagecodecs)
         if not isinstance(rate, numbers.Integral) or isinstance(rate, bool) or not 0 <= rate < 100:
             raise ValueError(f"{self.name}: AVIF rate must be an integer quality in [0, 99], got {rate!r}")
+
+    def rate_parameter(self) -> RateParameter:
+        return RateParameter("quality", 0, 99, integer=True, rate_rises=True)
 
     def _encode(self, image: np.ndarray, rate: Any) -> bytes:
         return imagecodecs.avif_encode(

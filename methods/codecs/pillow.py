@@ -14,7 +14,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method
+from bench.methods.base import HUMAN, Bitstream, CodecError, Family, Method, RateParameter
 
 
 class PillowCodec(Method):
@@ -41,6 +41,9 @@ class PillowCodec(Method):
         if feature and not features.check(feature):
             return f"this Pillow ({PIL.__version__}) was built without {self.format} support"
         return None
+
+    def rate_parameter(self) -> RateParameter:
+        return RateParameter("quality", 1, 100, integer=True, rate_rises=True)
 
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:
         buf = io.BytesIO()
