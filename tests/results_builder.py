@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.digests import json_sha256
+from bench.io.digests import json_sha256
 from bench.running.store import RowLog, aggregate, compressai_json
 
 RATES = [10, 30, 60, 90]

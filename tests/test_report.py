@@ -573,3 +573,43 @@ def test_real_shard_next_to_a_full_sweep(tmp_path):
     )
     cell = _bd_rows(tmp_path / "rep2").set_index(["method", "metric"]).loc[("webp", "psnr-rgb")]
     assert cell.value == pytest.approx(expected.value, rel=1e-9) and cell.shared_samples == 2 and bool(cell.partial)
+
+
+def test_jpeg_ai_headline_is_the_mean_of_seven_bd_rates_and_complexity_is_shown(tmp_path):
+    """A method measured with JPEG AI's seven metrics gets their mean BD-rate (computed here from each metric's own
+    BD-rate against the anchor); one missing metric means no headline; kMAC and peak memory are tabled."""
+    from results_builder import SAMPLES, sample_rows, write_run
+
+    from bench.analysis.bdrate import bd_rate
+    from bench.analysis.rdcurves import load_compressai_json
+    from bench.metrics.jpeg_ai import JPEG_AI_METRICS
+
+    keys = [m.key for m in JPEG_AI_METRICS]
+
+    def with_suite(rows, shift):
+        for r in rows:
+            q = r["psnr-rgb"] + shift
+            for i, k in enumerate(keys):
+                r[k] = (100 - q) / 100 if k == "nlpd-y" else q / 50 + 0.01 * i  # any monotone function of quality
+        return rows
+
+    root = tmp_path / "res"
+    paths = {}
+    for name, scale, shift in (("jpeg", 1.0, 0.0), ("avif", 0.7, 0.0), ("webp", 0.85, 0.0)):
+        rows = [r for s in SAMPLES for r in with_suite(sample_rows(s, scale=scale), shift)]
+        if name == "webp":
+            for r in rows:
+                del r["vmaf-y"]  # six of seven: no headline
+        paths[name] = write_run(root, "toy", name, rows, sample_set=SAMPLES)
+    doc = json.loads(paths["avif"].read_text())
+    doc["results"]["kmac_enc"] = [44.9] * 4
+    doc["results"]["encode_peak_mib"] = [120.0, 121.0, 122.0, 130.0]
+    paths["avif"].write_text(json.dumps(doc))
+    assert report.main(["--results", str(root), "--anchor", "jpeg", "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    expected = np.mean(
+        [bd_rate(load_compressai_json(paths["jpeg"], k), load_compressai_json(paths["avif"], k)).value for k in keys]
+    )
+    assert f"| avif | {expected:+.2f} (mean of 7 metrics) |" in md
+    assert "| webp | not computed: no BD-rate for vmaf-y |" in md
+    assert "### Complexity" in md and "| avif | 44.9 | — | 120–130 | — |" in md

@@ -7,6 +7,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -433,6 +434,26 @@ class DatasetAnalysis:
             ),
             None,
         )
+
+    def jpeg_ai_headline(self) -> dict[str, Any]:
+        """JPEG AI's headline per method: the mean of its seven metrics' BD-rates against the anchor
+        (:func:`bench.metrics.jpeg_ai.jpeg_ai_mean_bd_rate`: not computed unless all seven are), for the
+        methods that hold any of the seven; {} when none does."""
+        from bench.metrics.jpeg_ai import JPEG_AI_METRICS, jpeg_ai_mean_bd_rate
+
+        keys = [m.key for m in JPEG_AI_METRICS]
+        if not any(k in self.metrics for k in keys):
+            return {}
+        out = {}
+        for e in self.entries:
+            if self.anchor is not None and e.name == self.anchor.name:
+                continue
+            rates = {}
+            for k in keys:
+                cell = self.cell(e.name, k)
+                rates[k] = cell.value if cell is not None and not cell.error else None
+            out[e.name] = jpeg_ai_mean_bd_rate(rates)
+        return out
 
     @property
     def has_total_view(self) -> bool:

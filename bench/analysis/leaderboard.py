@@ -72,8 +72,11 @@ from bench.analysis.rankings import (
     track_metrics,
 )
 from bench.analysis.report import (
+    JPEG_AI_NOTE,
     add_common_arguments,
     cells_frame,
+    complexity_markdown,
+    complexity_rows,
     counts_text,
     display_name,
     md_table,
@@ -317,6 +320,27 @@ def _joint_text(total: bool) -> str:
     return f"{text} Both BD-rates on bpp_total. {TOTAL_BITS_NOTE}" if total else text
 
 
+def html_figures(a: DatasetAnalysis) -> list[str]:
+    """JPEG AI's headline and the complexity table, where the results hold what they need."""
+    parts = []
+    headline = a.jpeg_ai_headline()
+    if headline:
+        parts += ["<h3>JPEG AI's headline: mean BD-rate over its seven metrics</h3>"]
+        parts += [f'<p class="meta">{_e(JPEG_AI_NOTE)}</p>', "<table><tr><th>method</th><th>mean BD-rate [%]</th></tr>"]
+        for e in a.entries:
+            if e.name in headline:
+                parts.append(f"<tr><td>{_e(display_name(e))}</td><td>{_e(str(headline[e.name]))}</td></tr>")
+        parts.append("</table>")
+    complexity = complexity_rows(a)
+    if complexity:
+        header, rows, note = complexity
+        parts += ["<h3>Complexity</h3>", f'<p class="meta">{_e(note)}</p>', "<table><tr>"]
+        parts += [f"<th>{_e(h)}</th>" for h in header] + ["</tr>"]
+        parts += ["<tr>" + "".join(f"<td>{_e(str(v))}</td>" for v in row) + "</tr>" for row in rows]
+        parts.append("</table>")
+    return parts
+
+
 def html_joint(
     a: DatasetAnalysis, x_metric: str, y_metric: str, plot: Path | None, out: Path, *, total: bool = False
 ) -> str:
@@ -423,6 +447,7 @@ def render_html(
         for x_metric, y_metric in total_joint_axes(a):
             plot = (total_plots or {}).get((a.dataset, x_metric, y_metric))
             parts.append(html_joint(a, x_metric, y_metric, plot, out, total=True))
+        parts += html_figures(a)
         if a.notes:
             parts.append("<details><summary>Notes</summary><ul>")
             parts += [f"<li>{_e(n)}</li>" for n in a.notes]
@@ -513,6 +538,14 @@ def render_markdown(
         for x_metric, y_metric in total_joint_axes(a):
             plot = (total_plots or {}).get((a.dataset, x_metric, y_metric))
             lines += _markdown_joint(a, x_metric, y_metric, plot, out, total=True)
+        headline = a.jpeg_ai_headline()
+        if headline:
+            rows = [[display_name(e), str(headline[e.name])] for e in a.entries if e.name in headline]
+            lines += ["", "### JPEG AI's headline: mean BD-rate over its seven metrics", "", JPEG_AI_NOTE, ""]
+            lines.append(md_table(["method", "mean BD-rate [%]"], rows))
+        complexity = complexity_markdown(a)
+        if complexity:
+            lines += ["", "### Complexity", "", complexity]
         if a.notes:
             lines += ["", "Notes:", ""] + [f"- {n}" for n in a.notes]
     return "\n".join(lines) + "\n"

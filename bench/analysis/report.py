@@ -362,6 +362,53 @@ def per_class_markdown(a: DatasetAnalysis, notes: Footnotes) -> str:
     return "\n\n".join(parts)
 
 
+#: what the JPEG AI headline here is, and how it differs from JPEG AI's own figures
+JPEG_AI_NOTE = (
+    "JPEG AI reports the mean of the BD-rates of MS-SSIM, VIF, FSIM, NLPD, IW-SSIM, VMAF and PSNR-HVS "
+    "(bench.metrics.jpeg_ai: its colour conventions); the mean exists only when all seven do. Here each BD-rate is "
+    "on the dataset's mean curve, as every other BD figure of this report; JPEG AI's script averages per-image "
+    "BD-rates instead."
+)
+
+
+def complexity_rows(a: DatasetAnalysis) -> tuple[list[str], list[tuple[str, ...]], str] | None:
+    """Header, rows and note of the complexity table: kMAC per pixel of each method's encoder and human decoder
+    over its rate points, and its peak memory; None when no entry records any."""
+
+    def span(values: Any, digits: int = 1) -> str:
+        vals = [v for v in (values or []) if isinstance(v, (int, float)) and v == v]
+        if not vals:
+            return "—"
+        lo, hi = min(vals), max(vals)
+        return f"{lo:.{digits}f}" if abs(hi - lo) < 10**-digits else f"{lo:.{digits}f}–{hi:.{digits}f}"
+
+    rows = []
+    for e in a.entries:
+        f = e.figures
+        if not any(f.get(k) for k in ("kmac_enc", "kmac_dec", "encode_peak_mib", "decode_peak_mib")):
+            continue
+        row = (span(f.get("kmac_enc")), span(f.get("kmac_dec")), span(f.get("encode_peak_mib"), 0))
+        rows.append((display_name(e), *row, span(f.get("decode_peak_mib"), 0)))
+    if not rows:
+        return None
+    header = ["method", "encoder kMAC/px", "decoder kMAC/px", "encode peak MiB", "decode peak MiB"]
+    note = (
+        "kMAC per pixel counted with torch's FLOP formulas on one sample per rate point (— where the codec does not "
+        "run in torch: its operations are not counted); peak memory is the process's resident set during a call "
+        "(CPU) or torch's peak allocation (CUDA), over the rate points."
+    )
+    return header, rows, note
+
+
+def complexity_markdown(a: DatasetAnalysis) -> str:
+    """The complexity table in markdown, with its note ('' when no entry records complexity)."""
+    table = complexity_rows(a)
+    if table is None:
+        return ""
+    header, rows, note = table
+    return note + "\n\n" + md_table(header, rows)
+
+
 def report_markdown(
     analyses: Sequence[DatasetAnalysis],
     out: Path,
@@ -401,6 +448,14 @@ def report_markdown(
             lines += ["", "### Not compared (pass --include-partial to compare them, marked partial)", ""]
             lines += [f"- {_md_escape(n)}" for n in excluded]
         lines += ["", "### BD against the anchor", "", bd_markdown(a, notes)]
+        headline = a.jpeg_ai_headline()
+        if headline:
+            lines += ["", "### JPEG AI's headline: mean BD-rate over its seven metrics", "", JPEG_AI_NOTE, ""]
+            rows = [(display_name(e), str(headline[e.name])) for e in a.entries if e.name in headline]
+            lines.append(md_table(["method", "mean BD-rate [%]"], rows))
+        complexity = complexity_markdown(a)
+        if complexity:
+            lines += ["", "### Complexity", "", complexity]
         if a.has_total_view and a.anchor is not None:
             lines += ["", "### BD on total bits (every stream written: bpp_total)", "", TOTAL_BITS_NOTE, ""]
             lines.append(bd_markdown(a, notes, total=True))

@@ -27,7 +27,7 @@ FAMILIES = ("SBAR", "SBMD", "MBID", "MBHD")
 
 
 #: rate and size columns of clips (``kbps``, mean ``frames`` per clip): not quality axes, not worth a note either
-_NOT_QUALITY = {"rate", "per_class", "kbps", "frames"}
+_NOT_QUALITY = {"rate", "per_class", "kbps", "frames", "kmac_enc", "kmac_dec", "encode_peak_mib", "decode_peak_mib"}
 
 
 #: sub-folders of a results root that are not datasets (the drift gate's golden records live in results/golden)
@@ -35,6 +35,10 @@ SKIP_DIRS = {"golden"}
 
 
 LABELS = {"psnr-rgb": "PSNR RGB", "ms-ssim-rgb": "MS-SSIM RGB"}
+
+
+#: per-rate figures that are neither rates nor quality axes, kept for the complexity views
+FIGURES = ("kmac_enc", "kmac_dec", "encode_peak_mib", "decode_peak_mib")
 
 
 class ResultsError(ValueError):
@@ -100,6 +104,8 @@ class Entry:
     total_error: str | None = None
     #: the results key each curve's rate comes from (``bpp``, ``bpp@<task>``, or ``meta.rate_keys``)
     rate_keys: dict[str, str] = field(default_factory=dict)
+    #: per-rate figures beside the curves: complexity (``kmac_enc``, ``kmac_dec``) and peak memory
+    figures: dict[str, list[Any]] = field(default_factory=dict)
 
     def has(self, metric: str) -> bool:
         return metric in self.curves or metric in self.curve_errors
@@ -225,6 +231,7 @@ def parse_document(doc: Any, path: Path, dataset: str, *, reference: bool = Fals
         per_class.update({str(m): dict(v) for m, v in nested.items()})
     counters = counter_keys(results, meta)
     entry.rate_labels = list(results["rate"]) if isinstance(results.get("rate"), list) else []
+    entry.figures = {k: list(results[k]) for k in FIGURES if isinstance(results.get(k), list)}
     entry.media = "video" if "frames" in results else "image"
     _read_record(entry, results, meta)
     for key in list(results):
