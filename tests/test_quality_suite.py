@@ -94,6 +94,16 @@ def test_planes_of_primaries():
     assert p.rgb.dtype == np.float32 and np.allclose(p.rgb * 1023, np.round(p.rgb * 1023), atol=1e-3)
 
 
+def test_psnr_y_equals_skimage_on_the_10_bit_luma(planes, pairs):
+    from skimage.metrics import peak_signal_noise_ratio
+
+    for key, (ref, dec) in planes.items():
+        expected = peak_signal_noise_ratio(ref.y.astype(np.float64), dec.y.astype(np.float64), data_range=1.0)
+        assert qs.psnr_y(*pairs[key]) == pytest.approx(expected, abs=1e-9)
+    reference = pairs["astronaut-q10"][0]
+    assert qs.psnr_y(reference, reference) == math.inf
+
+
 def test_rejects_bad_input():
     img = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="H x W x 3 uint8"):

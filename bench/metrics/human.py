@@ -53,7 +53,17 @@ PSNR_YUV420 = register(
         description="(6 PSNR_Y + PSNR_U + PSNR_V) / 8 on BT.601 4:2:0, as the video coding field weights it",
     )
 )
-PSNR_Y = register(Metric("psnr-y", "dB", True, media=(IMAGE, CLIP), human=True, description="PSNR of luma (published)"))
+PSNR_Y = register(
+    Metric(
+        "psnr-y",
+        "dB",
+        True,
+        media=(IMAGE, CLIP),
+        scorers={IMAGE: pairwise(J.psnr_y)},
+        human=True,
+        description="PSNR of luma: an image's on JPEG AI's 10-bit BT.709 Y (bench.metrics.jpeg_ai); clips: published",
+    )
+)
 MS_SSIM_DB_RGB = register(
     Metric("ms-ssim-db-rgb", "dB", True, human=True, description="MS-SSIM as -10 log10(1 - MS-SSIM) (published files)")
 )

@@ -320,6 +320,15 @@ def psnr_hvs_m(reference: np.ndarray, decoded: np.ndarray) -> float:
     return _psnr_hvs_pair(*_pair(reference, decoded))[1]
 
 
+def psnr_y(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR of the 10-bit BT.709 luma the suite's metrics see (peak 1.0 on [0, 1]); inf when identical.
+
+    Not one of the seven: JPEG AI's reporting sheets carry it beside them (PSNR-Y)."""
+    ref, dec = _pair(reference, decoded)
+    mse = float(np.mean((ref.y.astype(np.float64) - dec.y.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
 def vmaf(reference: np.ndarray, decoded: np.ndarray) -> float:
     """VMAF (libvmaf, ``vmaf_v0.6.1``) of the 10-bit 4:4:4 YCbCr pictures, as one frame (no motion)."""
     return _vmaf(*_pair(reference, decoded))
