@@ -28,9 +28,9 @@ from PIL import Image
 from bench.datasets.base import DatasetUnavailable
 from bench.datasets.coco import COCO80, CocoDetection, CocoFormatError, load_annotations
 from bench.io.images import ImageError
-from bench.tasks import coco_eval
 from bench.tasks.base import TaskUnavailable
 from bench.tasks.detection import OnnxDetector, TorchvisionDetector, TorchvisionInstanceSegmenter
+from bench.tasks.evaluators import coco as coco_eval
 from bench.tasks.networks.detectors import batched_nms, decode_nanodet, decode_yolox, postprocess, read_label_map
 
 # --- a synthetic COCO dataset: coloured rectangles and their instances JSON -------------------------

@@ -35,6 +35,7 @@ def bench(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # `bench list` in a subprocess (20 s); the plugin still runs and ranks in the default suite
 def test_bench_list_shows_the_plugins_configs_and_metric_with_their_origin(plugin_site, tmp_path):
     res = bench(plugin_site, "list", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -51,6 +51,7 @@ def _results(results: Path) -> dict:
     return {k: doc["results"][k] for k in KEYS}
 
 
+@pytest.mark.slow  # kills and resumes a sweep several times
 def test_sigkill_at_several_points_then_resume_gives_identical_numbers(tmp_path, eight_photos):
     reference = tmp_path / "reference"
     subprocess.run(_cmd(eight_photos, reference), check=True, capture_output=True, cwd=tmp_path)

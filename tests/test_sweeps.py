@@ -53,6 +53,7 @@ def _results(results: Path) -> dict:
     return {k: doc["results"][k] for k in KEYS}
 
 
+@pytest.mark.slow  # three sweeps in subprocesses
 def test_concurrent_shards_then_a_final_run_equal_an_unsharded_run(tmp_path, six_photos):
     reference = tmp_path / "reference"
     assert bench(*_args(six_photos, reference), cwd=tmp_path).returncode == 0

@@ -248,6 +248,7 @@ def test_fetch_checks_released_files_and_says_what_to_do_without_a_release(expor
         fetch_release([tmp_path / "bmshj2018-hyperprior-mse-q3.pth"], "https://example.invalid/releases")
 
 
+@pytest.mark.slow  # a training run signalled and resumed
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes_from_it(tmp_path, image_dirs):
     import signal
     import subprocess

@@ -38,8 +38,8 @@ import numpy as np
 from bench.datasets.coco import COCO80, DETECTION, INSTANCE_SEGMENTATION, LABEL_SPACE
 from bench.devices import resolve_device
 from bench.provenance import installed_versions
-from bench.tasks import coco_eval
 from bench.tasks.base import LazyNetwork, Task, TaskUnavailable
+from bench.tasks.evaluators import coco as coco_eval
 from bench.tasks.networks.detectors import DECODERS, decode_nanodet, decode_yolox, postprocess, read_label_map
 from bench.tasks.precision import autocast
 
