@@ -56,9 +56,7 @@ def task_complexity(task: Task, image: Any) -> float | None:
     return kmac_per_pixel(macs, pixels_of(image))
 
 
-def profile(
-    method: Method, dataset: ImageDataset, samples: Sequence[Sample], tasks: Sequence[Task]
-) -> dict[str, Any]:
+def profile(method: Method, dataset: ImageDataset, samples: Sequence[Sample], tasks: Sequence[Task]) -> dict[str, Any]:
     """``meta.complexity`` of a run, from its first sample that loads; {} when none does or counting fails."""
     for sample in samples:
         try:

@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 UNCOMPRESSED = "uncompressed"
 
 
-
 def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -422,9 +421,7 @@ def run_sweep(
     content_only = RowStamp(stamp.contents) if stamp is not None else None
     done = store.done_keys(stamp) if resume else set()
     task_done = {t.task.name: t.predictions.done_keys(stamp) if resume else set() for t in tasks}
-    ref_done = {
-        t.task.name: {s for s, _ in t.reference.done_keys(content_only)} if resume else set() for t in tasks
-    }
+    ref_done = {t.task.name: {s for s, _ in t.reference.done_keys(content_only)} if resume else set() for t in tasks}
     todo: list[tuple[Sample, list[Any], list[TaskJob]]] = []
     total = 0
     for sample in samples:
@@ -501,9 +498,7 @@ def run_sweep(
     return stats
 
 
-def _crashed(
-    sample: Sample, rates: list[Any], task_jobs: list[TaskJob], stamp: RowStamp | None = None
-) -> SampleResult:
+def _crashed(sample: Sample, rates: list[Any], task_jobs: list[TaskJob], stamp: RowStamp | None = None) -> SampleResult:
     """Rows saying a sample killed its worker process (they are retried on resume)."""
     error = "WorkerCrashed: the worker process died while measuring this sample (a codec or task crashed hard)"
 

@@ -40,7 +40,6 @@ PER_RATE = ("kmac_enc", "kmac_dec")
 COUNTS = ("n", "n_failed", "n_undefined", "n_lossless")
 
 
-
 class RowLog:
     """An append-only JSON-lines file of rows: the resume log of one kind of measurement.
 

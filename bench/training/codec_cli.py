@@ -57,7 +57,6 @@ def main(argv: Sequence[str]) -> int:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     try:
         if argv and argv[0] == "export":
-
             opts = _parse_kv(argv[1:])
             unknown = set(opts) - {"run_dir", "checkpoint", "out_dir", "name"}
             if unknown or "run_dir" not in opts:

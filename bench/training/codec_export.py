@@ -113,5 +113,3 @@ def export_run(
     side = sidecar_of(weights)
     side.write_text(json.dumps(meta, indent=2) + "\n")
     return weights, side
-
-

@@ -389,7 +389,6 @@ class EAC(Method):
     def task_modules(self, quality: int, task: str) -> nn.Module:
         key = (int(quality), task)
         if key not in self._task_modules:
-
             path = self.checkpoint_file(task, quality)
             if not path.is_file():
                 raise MethodUnavailable(

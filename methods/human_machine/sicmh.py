@@ -208,7 +208,6 @@ class SICMH(LearnedMethod):
         self.human_reconstruction = human_reconstruction
         self.machine_task = machine_task
 
-
     # --- the family contract --------------------------------------------------------
     def layers(self) -> dict[str, list[str]]:
         """Layer name -> its streams, base first (coarse mode writes the base layer only)."""
