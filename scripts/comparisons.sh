@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The committed comparisons (results/coco, results/cityscapes): every codec at the same target bitrates, so that
+# BD-rates on the machine axis exist between all of them, then the learned anchor and the human-machine methods.
+#
+#   RESULTS_DIR=results bash scripts/comparisons.sh coco|cityscapes [OVERRIDE ...]
+#
+# Run from a folder whose data/ holds the datasets (data_root) and with HMC_BENCH_WEIGHTS set to the task
+# networks' weights; the overrides go to every sweep. The committed COCO results are on the 158-image subset of
+# the benchmark assets: dataset.annotations=annotations/instances_val2017_subset158.json. Each sweep resumes where it stopped. Rate points: one
+# setting per target for the whole dataset (`mode: dataset`, as a common-test-conditions QP), the nearest
+# within 3 %; a learned codec sweeps its trained qualities (targeting could only pick the nearest of them).
+set -euo pipefail
+dataset="${1:?coco | cityscapes}"
+shift
+out="${RESULTS_DIR:-results}"
+TARGETS="{profile: [0.2, 0.25, 0.35, 0.5, 0.7, 1.0], mode: dataset, tolerance: 0.03}"
+CODECS=(jpeg webp avif jpeg2000 jpegxl hevc-intra)
+run() { nice -n 10 "${PYTHON:-python}" -m bench run "results_dir=$out" progress=false workers=1 \
+  "cache_dir=${CACHE_DIR:-bench-cache}" "${EXTRA[@]}" "$@"; }
+EXTRA=("$@")
+case "$dataset" in
+  coco) tasks=(yolox-nano) ;;
+  cityscapes) tasks=(espnet segmentation) ;;  # ESPNet: the network EAC and SICMH are trained for
+  *) echo "unknown dataset $dataset (coco | cityscapes)" >&2; exit 2 ;;
+esac
+for task in "${tasks[@]}"; do  # a second task decodes the cached bytes of the first sweep
+  for m in "${CODECS[@]}"; do run method="$m" dataset="$dataset" task="$task" "rate_target=$TARGETS"; done
+  run method=bmshj2018-hyperprior-ours dataset="$dataset" task="$task" 'method.rates=[1,2,3,4,5]'
+done
