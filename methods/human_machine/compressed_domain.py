@@ -39,6 +39,7 @@ import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, MethodUnavailable
 from bench.methods.human_machine.latent_scalable import latent_transform, task_features
+from bench.methods.human_machine.one_task import OneMachineTask
 from bench.methods.human_machine.task_split import SplitTaskNetwork
 from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import MIN_DIV, CompressAICodec
@@ -100,7 +101,7 @@ class LatentHead:
         return head
 
 
-class CompressedDomain(LearnedMethod):
+class CompressedDomain(OneMachineTask, LearnedMethod):
     """A CompressAI codec whose latent also feeds a task head (Torfason et al.): SBMD.
 
     ``arch``, ``metric``, ``codec_checkpoints``, ``codec_checkpoint_pattern``
@@ -158,17 +159,6 @@ class CompressedDomain(LearnedMethod):
     @device.setter
     def device(self, value: str) -> None:
         self.codec.device = value
-
-    def task_name(self) -> str:
-        if self.machine_task is None:
-            raise MethodUnavailable(
-                f"{self.name}: no machine task configured (run with task=<espnet, yolox-nano, ...>)"
-            )
-        return self.machine_task.name
-
-    def served_tasks(self) -> list[str]:
-        """The task the head is trained for (the method's ``machine_task``)."""
-        return [] if self.machine_task is None else [self.machine_task.name]
 
     @property
     def split_network(self) -> SplitTaskNetwork:

@@ -46,6 +46,7 @@ from bench.methods.container import (
     write_header,
 )
 from bench.methods.families import IndependentStreams, StreamContract
+from bench.methods.human_machine.one_task import OneMachineTask
 from bench.methods.human_machine.task_split import SplitTaskNetwork
 from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import import_compressai
@@ -71,7 +72,7 @@ def header_of(data: bytes, count: int, what: str) -> tuple[list[int], int]:
 # --- the MBID frame ------------------------------------------------------------------------
 
 
-class _ImagePlusMachineStream(Method):
+class _ImagePlusMachineStream(OneMachineTask, Method):
     """An image codec's stream for the human and an independent machine stream for one task."""
 
     family = Family.MBID
@@ -100,11 +101,6 @@ class _ImagePlusMachineStream(Method):
             )
         self.human_codec = human_codec
         self.machine_task = machine_task
-
-    def task_name(self) -> str:
-        if self.machine_task is None:
-            raise MethodUnavailable(f"{self.name}: no machine task configured (run with task=<name>)")
-        return self.machine_task.name
 
     def contract(self) -> StreamContract:
         return IndependentStreams({HUMAN: ["human"], self.task_name(): [self.machine_stream]})
@@ -232,10 +228,6 @@ class FeatureStream(_ImagePlusMachineStream, LearnedMethod):
             self.task_name()
             self._split_net = SplitTaskNetwork(self.machine_task, self.split)
         return self._split_net
-
-    def served_tasks(self) -> list[str]:
-        """The task whose features the machine stream carries (the method's ``machine_task``)."""
-        return [] if self.machine_task is None else [self.machine_task.name]
 
     def new_network(self) -> Any:
         """An untrained feature codec for the split's channels (training starts here)."""

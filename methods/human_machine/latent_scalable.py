@@ -41,6 +41,7 @@ import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, HeadPrediction, MethodUnavailable
 from bench.methods.families import LayeredStreams, StreamContract
+from bench.methods.human_machine.one_task import OneMachineTask
 from bench.methods.human_machine.task_split import SplitTaskNetwork
 from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import (
@@ -132,7 +133,7 @@ def network_class() -> type:
     return LatentScalableNet
 
 
-class LatentScalable(LearnedMethod):
+class LatentScalable(OneMachineTask, LearnedMethod):
     """Choi & Bajić's latent-space scalable codec: base latent -> task, base + enhancement -> image.
 
     ``machine_task`` is the harness task the base layer serves (its network
@@ -183,16 +184,6 @@ class LatentScalable(LearnedMethod):
         self._split_net: SplitTaskNetwork | None = None
 
     # --- contract ----------------------------------------------------------------
-    def task_name(self) -> str:
-        if self.machine_task is None:
-            raise MethodUnavailable(
-                f"{self.name}: no machine task configured (run with task=<yolox-nano, espnet, ...>)"
-            )
-        return self.machine_task.name
-
-    def served_tasks(self) -> list[str]:
-        """The task the base layer is trained for (the method's ``machine_task``)."""
-        return [] if self.machine_task is None else [self.machine_task.name]
 
     def contract(self) -> StreamContract:
         return LayeredStreams(

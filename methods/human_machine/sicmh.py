@@ -48,6 +48,7 @@ import numpy as np
 
 from bench.methods.base import HUMAN, Bitstream, CodecError, Family, MethodUnavailable
 from bench.methods.families import LayeredStreams, StreamContract
+from bench.methods.human_machine.one_task import OneMachineTask
 from bench.methods.learned.base import LearnedMethod
 from bench.methods.learned.compressai import (
     Header,
@@ -140,7 +141,7 @@ class Architecture:
         return out
 
 
-class SICMH(LearnedMethod):
+class SICMH(OneMachineTask, LearnedMethod):
     """SICMH (seed 001): base layer = side information (ĥ2, ĥ1) for tasks and x̂_c; enhancement = residue.
 
     ``rates`` are trained rate points 1, 2, ... (one network each, weights
@@ -219,10 +220,6 @@ class SICMH(LearnedMethod):
     def contract(self) -> StreamContract:
         """MBHD: every machine task needs the base layer; the human every layer."""
         return LayeredStreams(layers=self.layers(), needs={}, default_layer="base")
-
-    def served_tasks(self) -> list[str]:
-        """The task the weights are trained for (``machine_task``), whose head the base layer feeds."""
-        return [] if self.machine_task is None else [self.machine_task.name]
 
     def head_for(self, task: str) -> str:
         """The fusion head that serves ``task``."""
