@@ -304,8 +304,16 @@ class CocoDetection(ImageDataset):
     def coco(self) -> COCO:
         """The validated ground truth (pycocotools ``COCO``)."""
         if not self.annotation_file.is_file():
+            folder = self.annotation_file.parent
+            others = sorted(p.name for p in folder.glob("instances_*.json")) if folder.is_dir() else []
+            beside = (
+                f"; {folder} holds {', '.join(others)}: e.g. "
+                f"dataset.annotations={(folder / others[0]).relative_to(self.root).as_posix()}"
+                if others and folder.is_relative_to(self.root)
+                else ""
+            )
             raise DatasetUnavailable(
-                f"dataset {self.name!r}: annotation file {self.annotation_file} not found; {self._fetch_hint()}"
+                f"dataset {self.name!r}: annotation file {self.annotation_file} not found{beside}; {self._fetch_hint()}"
             )
         return load_annotations(self.annotation_file)
 

@@ -424,9 +424,11 @@ def test_missing_image_error_or_counted_skip(coco_root):
 def test_missing_dataset_and_wrong_image_size(tmp_path, coco_root):
     with pytest.raises(DatasetUnavailable, match="fetch coco"):
         CocoDetection(tmp_path / "nowhere").samples()
-    (coco_root / "annotations" / "instances_val2017.json").unlink()
-    with pytest.raises(DatasetUnavailable, match="annotation file .* not found"):
+    annotations = coco_root / "annotations" / "instances_val2017.json"
+    annotations.rename(annotations.with_name("instances_val2017_subset10.json"))
+    with pytest.raises(DatasetUnavailable, match="annotation file .* not found") as err:
         CocoDetection(coco_root).samples()
+    assert "dataset.annotations=annotations/instances_val2017_subset10.json" in str(err.value)  # the one beside it
     root = tmp_path / "sized"
     make_coco(root, n_images=2)
     ds = CocoDetection(root)
