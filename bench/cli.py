@@ -75,7 +75,12 @@ def _cmd_fetch(argv: list[str]) -> int:
     except FetchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.dataset}: ready in {path}")
+    if isinstance(path, list):
+        print(f"{args.dataset}: {len(path)} weight file(s) ready")
+        for file in path:
+            print(f"  {file}")
+    else:
+        print(f"{args.dataset}: ready in {path}")
     return 0
 
 

@@ -127,8 +127,9 @@ def default_root(dataset: str) -> Path:
     return Path(os.environ.get("HMC_BENCH_DATA", "data")) / dataset
 
 
-def fetch_method_weights(method_name: str) -> Path:
-    """Download a learned method's published weights (all its configured rates) into its cache."""
+def fetch_method_weights(method_name: str) -> list[Path]:
+    """Download a learned method's weights (all its configured rates) into its cache, or verify the shipped ones
+    against their committed sidecars; returns every file."""
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
 
@@ -144,7 +145,7 @@ def fetch_method_weights(method_name: str) -> Path:
             "offline: copy the files into the torch hub cache ($TORCH_HOME/hub/checkpoints) or set "
             "method.checkpoints to local files"
         ) from exc
-    return files[0].parent
+    return files
 
 
 def fetchable() -> list[str]:
@@ -157,7 +158,8 @@ def fetchable() -> list[str]:
 LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020", "ssf2020", "eac", "icmh")
 
 
-def fetch(name: str, root: str | os.PathLike | None = None) -> Path:
+def fetch(name: str, root: str | os.PathLike | None = None) -> Path | list[Path]:
+    """A dataset's folder, or the weight files of a learned method."""
     if name in FETCHERS:
         return FETCHERS[name](Path(root) if root else default_root(name))
     if name in fetchable():

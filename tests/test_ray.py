@@ -17,7 +17,7 @@ pytestmark = pytest.mark.ray
 pytest.importorskip("hydra_plugins.hydra_ray_launcher.ray_launcher", reason="hydra-ray-launcher is not installed")
 
 METHODS = ("jpeg", "webp")
-TIMINGS = ("encoding_time", "decoding_time")
+TIMINGS = ("encoding_time", "decoding_time", "encode_peak_mib", "decode_peak_mib")
 
 
 def _sweep(tmp_path: Path, results: Path, *launcher: str, env: dict | None = None) -> str:
@@ -40,7 +40,7 @@ def _sweep(tmp_path: Path, results: Path, *launcher: str, env: dict | None = Non
 
 
 def _measured(results: Path, method: str) -> tuple[dict, dict]:
-    """A result JSON without what differs between two runs of the same sweep: timings, time and host."""
+    """A result JSON without what differs between two runs of the same sweep: timings, peak memory, time and host."""
     doc = json.loads((results / "samples" / f"{method}.json").read_text())
     numbers = {k: v for k, v in doc["results"].items() if k not in TIMINGS}
     meta = {k: v for k, v in doc["meta"].items() if k != "provenance"}

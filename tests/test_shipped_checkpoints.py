@@ -42,7 +42,7 @@ def test_list_fetch_and_run_from_another_folder(elsewhere):
     env = {k: v for k, v in os.environ.items() if k != "HMC_BENCH_CHECKPOINTS"}
     fetched = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, env=env)
     assert fetched.returncode == 0, fetched.stderr
-    assert f"ready in {project_checkpoints() / 'bmshj2018-hyperprior-ours'}" in fetched.stdout
+    assert str(project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.pth") in fetched.stdout
     run = bench(
         "run", "method=bmshj2018-hyperprior-ours", "method.rates=[1]", "dataset=folder", "dataset.root=images",
         "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, env=env,
@@ -67,3 +67,27 @@ def test_a_corrupt_copy_fails_fetch_and_the_override_points_elsewhere(elsewhere)
     res = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, env=env)
     assert res.returncode == 2
     assert "does not match" in res.stderr and str(copy / "bmshj2018-hyperprior-mse-q1.pth") in res.stderr
+
+
+def test_the_shipped_eac_modules_are_verified_and_run_from_another_folder(elsewhere):
+    """EAC's trained predictors/adapters (YOLOX-Nano: ICMH's modules; ESPNet) ship; fetch verifies every one."""
+    pytest.importorskip("compressai")
+    pytest.importorskip("onnx2torch")
+    env = {k: v for k, v in os.environ.items() if k != "HMC_BENCH_CHECKPOINTS"}
+    fetched = bench("fetch", "eac", cwd=elsewhere, env=env)
+    assert fetched.returncode == 0, fetched.stderr
+    for task in ("yolox-nano", "espnet"):
+        assert str(project_checkpoints() / "eac" / task / "rate-1" / "model.pt") in fetched.stdout
+    if not os.environ.get("HMC_BENCH_WEIGHTS"):
+        pytest.skip("HMC_BENCH_WEIGHTS is unset: YOLOX-Nano's weights are a download")
+    run = bench(
+        "run", "method=eac", "method.rates=[1]", "task=yolox-nano", "dataset=folder", "dataset.root=images",
+        "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, env=env,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((elsewhere / "out" / "folder-images" / "eac.json").read_text())
+    shipped = {w["sha256"] for w in doc["meta"]["weights"]}
+    for task in ("yolox-nano", "espnet"):
+        sidecar = json.loads((project_checkpoints() / "eac" / task / "rate-1" / "model.json").read_text())
+        assert sidecar["sha256"] in shipped
+    assert 0 < doc["results"]["bpp@yolox-nano"][0] < doc["results"]["bpp"][0]
