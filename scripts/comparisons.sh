@@ -9,6 +9,7 @@
 # the benchmark assets: dataset.annotations=annotations/instances_val2017_subset158.json. Each sweep resumes where it stopped. Rate points: one
 # setting per target for the whole dataset (`mode: dataset`, as a common-test-conditions QP), the nearest
 # within 3 %; a learned codec sweeps its trained qualities (targeting could only pick the nearest of them).
+# ONLY=human-machine runs the human-machine methods alone.
 set -euo pipefail
 dataset="${1:?coco | cityscapes}"
 shift
@@ -18,12 +19,17 @@ CODECS=(jpeg webp avif jpeg2000 jpegxl hevc-intra)
 run() { nice -n 10 "${PYTHON:-python}" -m bench run "results_dir=$out" progress=false workers=1 \
   "cache_dir=${CACHE_DIR:-bench-cache}" "${EXTRA[@]}" "$@"; }
 EXTRA=("$@")
+# the human-machine methods with shipped weights, each at every rate it ships (its config's `rates`), on the
+# task network its modules were trained for
 case "$dataset" in
-  coco) tasks=(yolox-nano) ;;
-  cityscapes) tasks=(espnet segmentation) ;;  # ESPNet: the network EAC and SICMH are trained for
+  coco) tasks=(yolox-nano) human_machine=(eac icmh) ;;
+  cityscapes) tasks=(espnet segmentation) human_machine=(eac) ;;  # ESPNet: the network EAC and SICMH are trained for
   *) echo "unknown dataset $dataset (coco | cityscapes)" >&2; exit 2 ;;
 esac
-for task in "${tasks[@]}"; do  # a second task decodes the cached bytes of the first sweep
-  for m in "${CODECS[@]}"; do run method="$m" dataset="$dataset" task="$task" "rate_target=$TARGETS"; done
-  run method=bmshj2018-hyperprior-ours dataset="$dataset" task="$task" 'method.rates=[1,2,3,4,5]'
-done
+if [ "${ONLY:-}" != human-machine ]; then
+  for task in "${tasks[@]}"; do  # a second task decodes the cached bytes of the first sweep
+    for m in "${CODECS[@]}"; do run method="$m" dataset="$dataset" task="$task" "rate_target=$TARGETS"; done
+    run method=bmshj2018-hyperprior-ours dataset="$dataset" task="$task" 'method.rates=[1,2,3,4,5]'
+  done
+fi
+for m in "${human_machine[@]}"; do run method="$m" dataset="$dataset" task="${tasks[0]}"; done

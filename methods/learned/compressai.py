@@ -241,7 +241,8 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     """``1 x 3 x H x W`` float32 in [0, 1], bit for bit what ``ToTensor`` gives eval_model."""
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+    # a read-only array (a cached sample) is copied: torch warns on tensors over memory it may not write
+    x = torch.from_numpy(np.require(image, requirements=("C", "W"))).permute(2, 0, 1).contiguous()
     return x.to(dtype=torch.float32).div(255).unsqueeze(0)
 
 
