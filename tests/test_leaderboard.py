@@ -377,8 +377,9 @@ def test_partial_run_is_not_ranked_unless_asked_and_then_marked(tmp_path):
     assert 'class="partial" data-method="webp"' in (tmp_path / "lb2" / "index.html").read_text()
 
 
-def test_weights_column(tmp_path):
-    """Each distinct weight file: role, short SHA-256, published or locally trained (steps, device), its backbone."""
+def test_weights_and_training_columns(tmp_path):
+    """Each distinct weight file: role, short SHA-256, published or locally trained (steps, device), its backbone;
+    the leaderboard's column sums that up per role and origin, the page keeps the full list as the cell's title."""
     root = tmp_path / "res"
     rows = [r for s in RB.SAMPLES for r in RB.sample_rows(s)]
     backbone = "b" * 64
@@ -400,10 +401,13 @@ def test_weights_column(tmp_path):
         "module 333333333333 (local, 400 steps, cuda; rates 1, 2), trained on backbone bbbbbbbbbbbb"
     )
     assert report.weights_text(icmh) == expected
+    summary = "codec (local, 8465 steps, cpu); codec (published); module (local, 400 steps, cuda)"
+    assert report.training_summary(icmh) == summary
     board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
     md = board.markdown.read_text()
-    assert f"| {expected} |" in md and "| jpeg | SBAR | 0 (anchor) | 0.00 | 6 | bitstream | — |" in md
-    assert html.escape(expected) in board.html.read_text()
+    assert f"| {summary} |" in md and "| jpeg | SBAR | 0 (anchor) | 0.00 | 6 | bitstream | — |" in md
+    page = board.html.read_text()
+    assert f'title="{html.escape(expected)}">{html.escape(summary)}</td>' in page
 
 
 def test_total_bits_joint_view_for_an_mbid_method(tmp_path):

@@ -82,6 +82,7 @@ from bench.analysis.report import (
     md_table,
     short_commit,
     versions_text,
+    training_summary,
     weights_text,
 )
 from bench.analysis.results import (
@@ -257,7 +258,7 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
             _th("n", "n", True),
             _th("bpp range", "bpp-range"),
             _th("bpp source", "bpp-source"),
-            _th("weights", "weights"),
+            _th("training", "weights"),
             _th("commit", "commit"),
             _th("config hash", "config-hash"),
             _th("versions", "versions"),
@@ -279,7 +280,7 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
             basis = r.cell.basis() if r.cell is not None else None
             rate_td = _td(_e(r.bd_text()), r.bd_rate, "num", basis or "")
         n_short, n_full = n_text(e, metric)
-        weights = weights_text(e)
+        weights = training_summary(e)
         cells = [
             _td(str(r.rank) if r.rank else "—", r.rank if r.rank else "", "num"),
             _td(_e(display_name(e)), e.name, "", e.description),
@@ -291,7 +292,7 @@ def html_ranking(a: DatasetAnalysis, metric: str, out: Path) -> str:
             _td(_e(n_short), n_short if n_short[:1].isdigit() else "", "num", n_full),
             _td(_e(_bpp_range(e, metric))),
             _td(_e(e.bpp_source or "—")),
-            _td(_e(weights), weights, "weights"),
+            _td(_e(weights), weights, "weights", weights_text(e)),
             _td(f"<code>{_e(short_commit(p))}</code>", short_commit(p), "", p["commit"] or ""),
             _td(f"<code>{_e(p['config_hash'] or '—')}</code>", p["config_hash"] or ""),
             _td(_e(short), short, "", full),
@@ -517,14 +518,14 @@ def render_markdown(
                         _num(r.bd_metric) or "—",
                         n_text(e, metric)[0],
                         e.bpp_source or "—",
-                        weights_text(e),
+                        training_summary(e),
                         short_commit(p),
                         p["config_hash"] or "—",
                         _versions(e)[0],
                     ]
                 )
             header = ["#", "method", "family", "BD-rate [%]", f"BD-{metric_label(metric)} [{axis_unit(metric)}]"]
-            header += ["n", "bpp source", "weights", "commit", "config hash", "versions"]
+            header += ["n", "bpp source", "training", "commit", "config hash", "versions"]
             lines += ["", f"### {track_label(a, metric)}", "", md_table(header, rows)]
             links = _plot_links(a, metric, out)
             if links:

@@ -76,7 +76,7 @@ from bench.analysis.results import (
     total_differs,
 )
 from bench.running.store import atomic_write_text
-from bench.training.weights import budget_label
+from bench.training.weights import budget_label, total_steps
 
 # ---------------------------------------------------------------------------------------------------------------
 # reading
@@ -245,6 +245,28 @@ def weights_text(e: Entry) -> str:
         trained_on = w.get("trained_on") if isinstance(w.get("trained_on"), dict) else {}
         text += "".join(f", trained on {role} {str(sha_)[:12]}" for role, sha_ in trained_on.items() if sha_)
         parts.append(text)
+    return "; ".join(parts) or "—"
+
+
+def training_summary(e: Entry) -> str:
+    """One label per weight role and origin, over all rate points: ``backbone bmshj2018-hyperprior (local,
+    8465–13665 steps); modules yolox-nano (local, 1200–1800 steps, cpu)``; ``—`` without weights.
+
+    The leaderboard's short view of how trained an entry is and on what; ``weights_text`` lists every file."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for w in weight_files(e):
+        groups.setdefault((str(w.get("role", "weights")), str(w.get("origin", "unknown"))), []).append(w)
+    parts = []
+    for (role, origin), files in groups.items():
+        arch = next((str(w["arch"]) for w in files if w.get("arch")), "")
+        label = [origin]
+        steps = sorted(s for s in (total_steps(w) for w in files) if s is not None)
+        if steps:
+            label.append(f"{steps[0]}" + (f"–{steps[-1]}" if steps[-1] != steps[0] else "") + " steps")
+        devices = sorted({str(w["device"]) for w in files if w.get("device")})
+        if devices:
+            label.append("/".join(devices))
+        parts.append(f"{role}{' ' + arch if arch else ''} ({', '.join(label)})")
     return "; ".join(parts) or "—"
 
 

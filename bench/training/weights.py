@@ -76,17 +76,23 @@ def describe(role: str, path: str | os.PathLike, default_origin: str = UNKNOWN, 
     return entry
 
 
+def total_steps(entry: dict[str, Any]) -> int | None:
+    """Training steps behind a weight file's record, summed over stages and its ``init_from`` chain."""
+    steps = entry.get("total_steps", entry.get("steps"))
+    if isinstance(steps, dict):
+        steps = sum(int(v) for v in steps.values())
+    return None if steps is None else int(steps)
+
+
 def budget_label(entry: dict[str, Any]) -> str:
     """A short label of how a weight file came to be: ``published``, or ``local, 8465 steps, cpu``."""
     origin = entry.get("origin", UNKNOWN)
     if origin != LOCAL:
         return origin
-    steps = entry.get("total_steps", entry.get("steps"))
-    if isinstance(steps, dict):
-        steps = sum(int(v) for v in steps.values())
+    steps = total_steps(entry)
     parts = [LOCAL]
     if steps is not None:
-        parts.append(f"{int(steps)} steps")
+        parts.append(f"{steps} steps")
     if entry.get("device"):
         parts.append(str(entry["device"]))
     return ", ".join(parts)
