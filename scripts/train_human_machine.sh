@@ -46,7 +46,7 @@ case "$method" in
     done ;;
   latent-scalable)  # Choi & Bajić with YOLOX-Nano; the codec starts from the shipped hyperprior of the same quality
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
-      train method=latent-scalable 'method.rates=[1,2,3]' task=yolox-nano rate="$q" crop=256 \
+      train method=latent-scalable 'method.rates=[1,2,3]' task=yolox-nano rate="$q" crop=128 \
         recipe.stages.joint.steps=400 recipe.stages.joint.batch_size=8 \
         recipe.init_from="$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
     done ;;
