@@ -187,3 +187,26 @@ def one_thread():
     torch.set_num_threads(1)  # tiny networks: threads only contend
     yield
     torch.set_num_threads(n)
+
+
+def test_a_shipped_sidecar_names_no_path_of_the_training_machine(tmp_path):
+    """What a run started from and was trained on is named by file name and SHA-256, never by where it lay."""
+    import json
+
+    from bench.training.export import sidecar_record
+
+    ckpt = {
+        "provenance": {
+            "trained_on": {"backbone": {"file": "/data/ckpt/q1.pth", "sha256": "a" * 64}},
+            "steps": {"joint": 3},
+            "init_from": {"file": "/data/runs/m/rate-1/model.pt", "sha256": "b" * 64, "total_steps": 5},
+        },
+        "config": {"recipe": {"init_from": "/data/runs/m/rate-1/model.pt", "lambdas": [0.1], "tau": 1.0}},
+    }
+    weights = tmp_path / "model.pt"
+    weights.write_bytes(b"weights")
+    record = sidecar_record(ckpt, weights)
+    assert "/data" not in json.dumps(record)
+    assert record["training"]["recipe"] == {"init_from": "model.pt", "lambdas": [0.1], "tau": 1.0}
+    assert record["training"]["init_from"]["sha256"] == "b" * 64 and record["total_steps"] == 8
+    assert record["trained_on"]["backbone"] == {"file": "q1.pth", "sha256": "a" * 64}

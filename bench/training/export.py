@@ -44,6 +44,12 @@ def _name_only(trained_on: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _file_names_only(options: dict[str, Any]) -> dict[str, Any]:
+    """Absolute paths (``init_from``, ``init_encoder_from``) cut to their file names: a shipped sidecar says
+    what a run started from (``init_from`` records its SHA-256), not where it lay on the machine that trained it."""
+    return {k: Path(v).name if isinstance(v, str) and os.path.isabs(v) else v for k, v in options.items()}
+
+
 def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
     """The sidecar of an exported training run (see the module docstring)."""
     from bench.io.digests import file_sha256
@@ -82,7 +88,7 @@ def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
             "device": prov.get("device"),
             "threads": prov.get("threads"),
             "init_from": {**start, "file": Path(str(start["file"])).name} if start else None,
-            "recipe": {k: v for k, v in (config.get("recipe") or {}).items() if k != "stages"},
+            "recipe": _file_names_only({k: v for k, v in (config.get("recipe") or {}).items() if k != "stages"}),
         },
         "validation": ckpt.get("validation") or {},
         "trained_on": _name_only(prov["trained_on"]),
