@@ -92,3 +92,29 @@ def test_a_bad_rate_target_is_one_clear_error(tmp_path, photo_folder):
         run(tmp_path, "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "rate_target={speed: 1}")
     with pytest.raises(UserError, match="unknown rate-target profile"):
         run(tmp_path, "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}", "rate_target={profile: x}")
+
+
+def test_calibration_encodes_each_setting_once_for_all_targets(photo_folder):
+    """The targets' bisections share their first steps; a setting already measured is not encoded again."""
+    from collections import Counter
+
+    from hydra.utils import instantiate
+
+    from bench.running.targeting import calibrate
+
+    with initialize_config_module(config_module="bench.conf", version_base="1.3"):
+        codec = instantiate(compose("config", overrides=["method=jpeg"]).method)
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(photo_folder.glob("*.png"))]
+    calls: Counter = Counter()
+    encode = codec.encode
+
+    def counted(image, value):
+        calls[value] += 1
+        return encode(image, value)
+
+    codec.encode = counted
+    settings = calibrate(codec, images, [0.3, 0.5, 1.0, 2.0], tolerance=0.0)
+    assert set(calls.values()) == {len(images)}  # every setting tried: once per image
+    for target, quality in settings.items():
+        means = {q: np.mean([jpeg_bpp(img, q) for img in images]) for q in range(1, 101)}
+        assert distance(means[quality], target) == pytest.approx(min(distance(m, target) for m in means.values()))

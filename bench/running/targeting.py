@@ -246,8 +246,11 @@ def calibrate(
     if knob is None:
         raise TargetingError(f"method {method.name!r} has no rate knob to drive to a target bitrate")
     probe = TargetedMethod(method, targets)
+    seen: dict[Any, float] = {}  # the targets' searches share their first steps: each setting is encoded once
 
     def mean_bpp(value: Any) -> tuple[float, None]:
-        return float(np.mean([probe.bpp_of(method.encode(img, value)) for img in images])), None
+        if value not in seen:
+            seen[value] = float(np.mean([probe.bpp_of(method.encode(img, value)) for img in images]))
+        return seen[value], None
 
     return {float(t): search(mean_bpp, knob, float(t), tolerance).value for t in targets}
