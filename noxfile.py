@@ -38,7 +38,7 @@ def ray(session: nox.Session) -> None:
     session.install("-U", "pip")
     session.install("-e", ".[ray]", "pytest>=8")  # not .[test]: its pytorch-msssim pulls torch, unused here
     session.run("python", "-c", "import hydra_plugins.hydra_ray_launcher.ray_launcher")  # fail, never skip
-    session.run("python", "-m", "pytest", "-m", "ray", "tests/test_ray.py", *session.posargs)
+    session.run("python", "-m", "pytest", "-m", "ray", "tests/running/test_ray.py", *session.posargs)
 
 
 @nox.session(python="3.11")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.methods.codecs.pillow import PillowCodec
 from bench.tasks.base import Task
 
 
@@ -40,3 +41,15 @@ class DominantChannel(Task):
         hits = sum(int(a == b) for sid in predictions for a, b in zip(predictions[sid], references[sid]))
         total = sum(len(references[sid]) for sid in predictions)
         return {"accuracy": hits / total}
+
+
+class CountingJPEG(PillowCodec):
+    """JPEG at qualities 5, 50, 95 that counts its encodes."""
+
+    def __init__(self):
+        super().__init__("jpeg", [5, 50, 95], "JPEG")
+        self.encodes = 0
+
+    def encode(self, image, rate):
+        self.encodes += 1
+        return super().encode(image, rate)

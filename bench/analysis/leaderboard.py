@@ -81,8 +81,8 @@ from bench.analysis.report import (
     display_name,
     md_table,
     short_commit,
-    versions_text,
     training_summary,
+    versions_text,
     weights_text,
 )
 from bench.analysis.results import (

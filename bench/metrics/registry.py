@@ -14,7 +14,6 @@ a lower-is-better metric is negated on the BD axis, so "better" always points up
 from __future__ import annotations
 
 import functools
-
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field

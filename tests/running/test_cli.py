@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from cli_helpers import bench
 
 from bench.io.images import read_rgb8
 from bench.metrics.image import psnr
-
-
-def bench(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env
-    )
 
 
 def test_run_on_a_folder_writes_compressai_format_json(tmp_path, photo_folder):

@@ -5,22 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import bench
 from PIL import Image
 
 from bench.resolvers import checkpoints_root, project_checkpoints
-
-
-def bench(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env or dict(os.environ), capture_output=True,
-        text=True, timeout=600,
-    )  # fmt: skip
 
 
 @pytest.fixture()
@@ -39,13 +31,14 @@ def test_the_project_checkpoints_are_the_default_wherever_the_run_starts(monkeyp
 
 def test_list_fetch_and_run_from_another_folder(elsewhere):
     pytest.importorskip("compressai")
-    env = {k: v for k, v in os.environ.items() if k != "HMC_BENCH_CHECKPOINTS"}
-    fetched = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, env=env)
+    fetched = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, without=("HMC_BENCH_CHECKPOINTS",))
     assert fetched.returncode == 0, fetched.stderr
-    assert str(project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.pth") in fetched.stdout
+    assert (
+        str(project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.pth") in fetched.stdout
+    )
     run = bench(
         "run", "method=bmshj2018-hyperprior-ours", "method.rates=[1]", "dataset=folder", "dataset.root=images",
-        "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, env=env,
+        "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, without=("HMC_BENCH_CHECKPOINTS",),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = json.loads((elsewhere / "out" / "folder-images" / "bmshj2018-hyperprior-ours.json").read_text())
@@ -63,7 +56,7 @@ def test_a_corrupt_copy_fails_fetch_and_the_override_points_elsewhere(elsewhere)
     with open(copy / "bmshj2018-hyperprior-mse-q1.pth", "r+b") as fh:
         fh.seek(1000)
         fh.write(b"\x00\x01")
-    env = {**os.environ, "HMC_BENCH_CHECKPOINTS": str(elsewhere / "ckpt")}
+    env = {"HMC_BENCH_CHECKPOINTS": str(elsewhere / "ckpt")}
     res = bench("fetch", "bmshj2018-hyperprior-ours", cwd=elsewhere, env=env)
     assert res.returncode == 2
     assert "does not match" in res.stderr and str(copy / "bmshj2018-hyperprior-mse-q1.pth") in res.stderr
@@ -73,8 +66,7 @@ def test_the_shipped_eac_modules_are_verified_and_run_from_another_folder(elsewh
     """EAC's trained predictors/adapters (YOLOX-Nano: ICMH's modules; ESPNet) ship; fetch verifies every one."""
     pytest.importorskip("compressai")
     pytest.importorskip("onnx2torch")
-    env = {k: v for k, v in os.environ.items() if k != "HMC_BENCH_CHECKPOINTS"}
-    fetched = bench("fetch", "eac", cwd=elsewhere, env=env)
+    fetched = bench("fetch", "eac", cwd=elsewhere, without=("HMC_BENCH_CHECKPOINTS",))
     assert fetched.returncode == 0, fetched.stderr
     for task in ("yolox-nano", "espnet"):
         assert str(project_checkpoints() / "eac" / task / "rate-1" / "model.pt") in fetched.stdout
@@ -82,7 +74,7 @@ def test_the_shipped_eac_modules_are_verified_and_run_from_another_folder(elsewh
         pytest.skip("HMC_BENCH_WEIGHTS is unset: YOLOX-Nano's weights are a download")
     run = bench(
         "run", "method=eac", "method.rates=[1]", "task=yolox-nano", "dataset=folder", "dataset.root=images",
-        "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, env=env,
+        "results_dir=out", "progress=false", "device=cpu", cwd=elsewhere, without=("HMC_BENCH_CHECKPOINTS",),
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     doc = json.loads((elsewhere / "out" / "folder-images" / "eac.json").read_text())

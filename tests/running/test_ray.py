@@ -7,11 +7,10 @@ hydra-ray-launcher pins cloudpickle<3, so it lives in its own environment: `nox 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from test_cli import bench
+from cli_helpers import bench
 
 pytestmark = pytest.mark.ray
 pytest.importorskip("hydra_plugins.hydra_ray_launcher.ray_launcher", reason="hydra-ray-launcher is not installed")
@@ -20,7 +19,7 @@ METHODS = ("jpeg", "webp")
 TIMINGS = ("encoding_time", "decoding_time", "encode_peak_mib", "decode_peak_mib")
 
 
-def _sweep(tmp_path: Path, results: Path, *launcher: str, env: dict | None = None) -> str:
+def _sweep(tmp_path: Path, results: Path, *launcher: str, env: dict | None = None, without: tuple = ()) -> str:
     res = bench(
         "run",
         "-m",
@@ -34,6 +33,7 @@ def _sweep(tmp_path: Path, results: Path, *launcher: str, env: dict | None = Non
         "progress=false",
         cwd=tmp_path,
         env=env,
+        without=without,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return res.stdout + res.stderr
@@ -48,15 +48,14 @@ def _measured(results: Path, method: str) -> tuple[dict, dict]:
 
 
 def test_a_sweep_on_a_local_ray_instance_equals_the_joblib_sweep(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # no address: ray.init() starts a local instance
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
     ray_out = _sweep(
         tmp_path,
         tmp_path / "ray",
         "hydra/launcher=ray",
         "+hydra.launcher.ray.init.num_cpus=2",
         "+hydra.launcher.ray.init.include_dashboard=false",
-        env=env,
+        env={"RAY_USAGE_STATS_ENABLED": "0"},
+        without=("RAY_ADDRESS",),  # no address: ray.init() starts a local instance
     )
     assert "Ray Launcher is launching 2 jobs" in ray_out
     (multirun,) = (tmp_path / "ray" / ".hydra").glob("multirun_*/multirun.yaml")

@@ -20,6 +20,7 @@ from split_fixtures import tiny_espnet_task, tiny_yolox_task
 from bench.methods.base import HUMAN, Bitstream, CodecError, HeadPrediction, MethodUnavailable
 from bench.methods.human_machine.latent_scalable import LatentScalable, crop_to_image, task_features
 from bench.methods.learned.compressai import to_tensor, to_uint8
+from bench.resolvers import project_checkpoints
 from bench.running.runner import TaskJob, measure_sample
 
 SPLIT = "features.3"  # MobileNetV3-small: 24 channels at stride 8
@@ -222,11 +223,10 @@ def test_yolox_and_espnet_cuts_train_and_the_base_layer_decodes_as_in_memory(kin
 
 def test_the_codec_starts_from_the_shipped_hyperprior_weights():
     """init_from reads the committed bmshj2018-hyperprior-ours q1 (fp16, entropy tables of their own size)."""
-    from pathlib import Path
 
     from bench.methods.human_machine.latent_scalable import init_codec, network_class
 
-    path = Path(__file__).resolve().parents[1] / "checkpoints/bmshj2018-hyperprior-ours/bmshj2018-hyperprior-mse-q1.pth"
+    path = project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.pth"
     net = network_class()(128, 192, 96, 16, 8)
     lst = {k: v.clone() for k, v in net.lst.state_dict().items()}
     init_codec(net, str(path), "latent-scalable")
@@ -242,14 +242,13 @@ def test_the_codec_starts_from_the_shipped_hyperprior_weights():
 def test_a_run_started_from_the_shipped_codec_records_its_steps():
     """The training provenance reads the codec export's sidecar (steps as a number, not per stage)."""
     import json
-    from pathlib import Path
     from types import SimpleNamespace
 
     from omegaconf import OmegaConf
 
     from bench.training.command import run_provenance
 
-    path = Path(__file__).resolve().parents[1] / "checkpoints/bmshj2018-hyperprior-ours/bmshj2018-hyperprior-mse-q1.pth"
+    path = project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.pth"
     stages = {"joint": {"lr": 1e-4, "batch_size": 8, "steps": 20}}
     cfg = OmegaConf.create({"recipe": {"init_from": str(path), "stages": stages}, "rate": 1, "crop": 128, "seed": 0})
     record = run_provenance(

@@ -20,7 +20,7 @@ from bench.analysis import comparison, plots, report, results
 from bench.analysis.bdrate import bd_metric, bd_rate
 from bench.analysis.rdcurves import RDCurve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "results" / "golden" / "smoke"
 
 BPP = [0.25, 0.5, 1.0, 2.0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugin"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from bench.analysis import leaderboard as L
 from bench.analysis.bdrate import bd_rate
 from bench.analysis.rdcurves import RDCurve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BPP = [0.25, 0.5, 1.0, 2.0]
 PSNR = [28.0, 31.0, 34.0, 37.0]
 MAP = [0.30, 0.40, 0.48, 0.52]

@@ -50,7 +50,7 @@ def grouped(tmp_path: Path, photo_folder: Path) -> Path:
 
 
 def test_fcm_layout_has_the_templates_columns_and_the_runs_numbers(tmp_path, grouped, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
     results = _sweep(tmp_path, grouped)
     written = export([results], tmp_path / "ctc")
     fcm = pd.read_csv(tmp_path / "ctc" / "folder-grouped" / "jpeg.fcm.csv")
@@ -85,7 +85,7 @@ def test_fcm_layout_has_the_templates_columns_and_the_runs_numbers(tmp_path, gro
 def test_jpeg_ai_layout_one_row_per_image_and_rate_and_names_what_was_not_measured(
     tmp_path, grouped, monkeypatch, capsys
 ):
-    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1]))
     results = _sweep(tmp_path, grouped)
     assert main([str(results), "--out", str(tmp_path / "ctc"), "--format", "jpeg-ai"]) == 0
     assert "not measured, left empty in jpeg.jpeg-ai.csv: MS-SSIM, VIF, FSIM, NLPD" in capsys.readouterr().err

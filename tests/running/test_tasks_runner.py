@@ -8,23 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from task_fixtures import DominantChannel
+from task_fixtures import CountingJPEG, DominantChannel
 
 from bench.datasets.folder import ImageFolder
 from bench.methods.codecs.pillow import PillowCodec
 from bench.running.evaluation import evaluate_task
 from bench.running.runner import TaskLogs, run_sweep
 from bench.running.store import RunStore
-
-
-class CountingJPEG(PillowCodec):
-    def __init__(self):
-        super().__init__("jpeg", [5, 50, 95], "JPEG")
-        self.encodes = 0
-
-    def encode(self, image, rate):
-        self.encodes += 1
-        return super().encode(image, rate)
 
 
 def test_task_rows_share_the_encode_and_fidelity_is_reported(tmp_path, photo_folder):
@@ -70,7 +60,7 @@ def test_task_through_the_cli_with_a_user_config_folder(tmp_path, photo_folder):
     conf = tmp_path / "myconf" / "task"
     conf.mkdir(parents=True)
     (conf / "dominant.yaml").write_text("_target_: task_fixtures.DominantChannel\nname: dominant\ngrid: 4\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     res = subprocess.run(
         [
             sys.executable,

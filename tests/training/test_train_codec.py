@@ -19,6 +19,7 @@ from bench.io.digests import file_sha256 as sha256_of  # noqa: E402
 from bench.methods.base import MethodUnavailable  # noqa: E402
 from bench.methods.learned.compressai import CompressAICodec, to_tensor, to_uint8  # noqa: E402
 from bench.metrics.image import psnr  # noqa: E402
+from bench.resolvers import project_checkpoints  # noqa: E402
 from bench.training.codec import Trainer, TrainError, build_model, load_config, read_checkpoint  # noqa: E402
 from bench.training.codec_cli import main  # noqa: E402
 from bench.training.codec_export import export_run  # noqa: E402
@@ -312,7 +313,7 @@ def test_the_committed_weights_match_their_sidecars_and_code_a_photograph() -> N
     each at a higher rate and quality than the one below it."""
     from bench.training.codec import ZOO_LAMBDAS
 
-    folder = Path(__file__).resolve().parents[1] / "checkpoints" / "bmshj2018-hyperprior-ours"
+    folder = project_checkpoints() / "bmshj2018-hyperprior-ours"
     qualities = sorted(int(p.stem.rsplit("q", 1)[1]) for p in folder.glob("bmshj2018-hyperprior-mse-q*.pth"))
     assert qualities[0] == 1, qualities
     for q in qualities:

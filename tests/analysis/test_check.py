@@ -15,7 +15,7 @@ from conftest import assets_dir
 
 from bench.analysis import check as C
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "results" / "golden" / "smoke"
 
 

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import bench
 from PIL import Image
-from task_fixtures import DominantChannel
-from test_cli import bench
-from test_tasks_runner import CountingJPEG
+from task_fixtures import CountingJPEG, DominantChannel
 
 from bench.datasets.folder import ImageFolder
 from bench.running import jobs
