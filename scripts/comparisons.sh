@@ -7,14 +7,15 @@
 # Run from a folder whose data/ holds the datasets (data_root) and with HMC_BENCH_WEIGHTS set to the task
 # networks' weights; the overrides go to every sweep. The committed COCO results are on the 158-image subset of
 # the benchmark assets: dataset.annotations=annotations/instances_val2017_subset158.json. Each sweep resumes where it stopped. Rate points: one
-# setting per target for the whole dataset (`mode: dataset`, as a common-test-conditions QP), the nearest
+# setting per target for the whole dataset (`mode: dataset`, as a common-test-conditions QP; calibrated on 40 samples
+# spread over the dataset), the nearest
 # within 3 %; a learned codec sweeps its trained qualities (targeting could only pick the nearest of them).
 # ONLY=human-machine runs the human-machine methods alone.
 set -euo pipefail
 dataset="${1:?coco | cityscapes}"
 shift
 out="${RESULTS_DIR:-results}"
-TARGETS="{profile: [0.2, 0.25, 0.35, 0.5, 0.7, 1.0], mode: dataset, tolerance: 0.03}"
+TARGETS="{profile: [0.2, 0.25, 0.35, 0.5, 0.7, 1.0], mode: dataset, tolerance: 0.03, calibration_samples: 40}"
 CODECS=(jpeg webp avif jpeg2000 jpegxl hevc-intra)
 run() { nice -n 10 "${PYTHON:-python}" -m bench run "results_dir=$out" progress=false workers=1 \
   "cache_dir=${CACHE_DIR:-bench-cache}" "${EXTRA[@]}" "$@"; }

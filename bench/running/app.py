@@ -108,9 +108,11 @@ def targeted(
     from bench.running import targeting as T
 
     rt = OmegaConf.to_container(settings, resolve=True) if isinstance(settings, DictConfig) else dict(settings)
-    unknown = sorted(set(rt) - {"profile", "mode", "tolerance"})
+    unknown = sorted(set(rt) - {"profile", "mode", "tolerance", "calibration_samples"})
     if unknown:
-        raise UserError(f"rate_target: unknown key(s) {unknown}; it takes profile, mode and tolerance")
+        raise UserError(
+            f"rate_target: unknown key(s) {unknown}; it takes profile, mode, tolerance and calibration_samples"
+        )
     try:
         targets = T.targets_of(rt.get("profile", "jpeg-ai"))
         mode = str(rt.get("mode", "image"))
@@ -118,9 +120,10 @@ def targeted(
             raise T.TargetingError(f"rate_target.mode must be one of {T.MODES}, not {mode!r}")
         tolerance = float(rt.get("tolerance", 0.02))
         fixed = None
+        calibration = T.calibration_subset(samples, rt.get("calibration_samples"))
         if mode == "dataset":
-            log.info("rate targets: calibrating one %s setting per target on %d samples", method.name, len(samples))
-            fixed = T.calibrate(method, [dataset.load(s) for s in samples], targets, tolerance)
+            log.info("rate targets: calibrating one %s setting per target on %d samples", method.name, len(calibration))
+            fixed = T.calibrate(method, [dataset.load(s) for s in calibration], targets, tolerance)
         wrapped = T.TargetedMethod(method, targets, tolerance, fixed)
     except T.TargetingError as exc:
         raise UserError(f"method {method.name!r}: {exc}") from exc
@@ -129,6 +132,8 @@ def targeted(
     described["knob"] = knob.name if not knob.choices else f"{knob.name} (nearest of {list(knob.choices)})"
     if fixed is not None:
         described["settings"] = {str(t): v for t, v in fixed.items()}
+        if len(calibration) < len(samples):
+            described["calibration_samples"] = [s.id for s in calibration]
     return wrapped, described
 
 

@@ -235,6 +235,19 @@ class TargetedMethod(Method):
         return written
 
 
+def calibration_subset(samples: Sequence[Any], count: int | None) -> list[Any]:
+    """Every k-th of ``samples`` (k = ceil(n / count)), at most ``count`` of them; all of them for ``None``.
+
+    ``mode: dataset`` encodes every calibration sample at every setting its search tries; a spread subset finds
+    the same settings on a large dataset at a fraction of the cost (the rows still record the bitrate reached)."""
+    if count is None:
+        return list(samples)
+    if int(count) < 1:
+        raise TargetingError(f"rate_target.calibration_samples must be at least 1, not {count}")
+    step = math.ceil(len(samples) / int(count))
+    return list(samples)[::step]
+
+
 def calibrate(
     method: Method,
     images: Sequence[np.ndarray],

@@ -118,3 +118,23 @@ def test_calibration_encodes_each_setting_once_for_all_targets(photo_folder):
     for target, quality in settings.items():
         means = {q: np.mean([jpeg_bpp(img, q) for img in images]) for q in range(1, 101)}
         assert distance(means[quality], target) == pytest.approx(min(distance(m, target) for m in means.values()))
+
+
+def test_dataset_mode_can_calibrate_on_a_spread_subset(tmp_path, photo_folder):
+    """``calibration_samples`` picks every k-th sample; the run names them and still codes every sample."""
+    from bench.running.targeting import calibration_subset
+
+    assert calibration_subset(list(range(10)), 4) == [0, 3, 6, 9] and calibration_subset([1, 2], None) == [1, 2]
+    with pytest.raises(TargetingError, match="at least 1"):
+        calibration_subset([1, 2], 0)
+    doc = run(tmp_path / "out", "method=jpeg", "dataset=folder", f"dataset.root={photo_folder}",
+              "rate_target={profile: [0.5, 1.0], mode: dataset, calibration_samples: 2}")  # fmt: skip
+    meta = doc["meta"]["rate_target"]
+    names = sorted(p.name for p in photo_folder.glob("*.png"))
+    assert meta["calibration_samples"] == names[::2] and doc["meta"]["samples"] == len(names)
+    images = [np.asarray(Image.open(photo_folder / n).convert("RGB")) for n in names[::2]]
+    for target, quality in meta["settings"].items():
+        means = {q: np.mean([jpeg_bpp(img, q) for img in images]) for q in range(1, 101)}
+        assert distance(means[quality], float(target)) <= math.log1p(0.02) or distance(
+            means[quality], float(target)
+        ) == pytest.approx(min(distance(m, float(target)) for m in means.values()))
