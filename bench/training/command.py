@@ -8,7 +8,7 @@ import logging
 import os
 import random
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,14 +40,10 @@ def run_provenance(
         start = {"file": str(init)}
         if path.is_file():
             from bench.io.digests import file_sha256
-            from bench.training.weights import load_trained
+            from bench.training.weights import load_trained, total_steps
 
-            _, before = load_trained(path)
-            steps = before.get("total_steps")
-            if steps is None:  # a run's provenance counts steps per stage; a codec export's sidecar has a number
-                steps = before.get("steps") or 0
-                steps = sum(steps.values()) if isinstance(steps, Mapping) else steps
-            start.update({"sha256": file_sha256(path), "total_steps": int(steps or 0)})
+            _, before = load_trained(path)  # a sidecar, or a run's provenance (its own steps and its own start)
+            start.update({"sha256": file_sha256(path), "total_steps": total_steps(before) or 0})
     return {
         "origin": "local",
         "method": method.name,

@@ -77,11 +77,16 @@ def describe(role: str, path: str | os.PathLike, default_origin: str = UNKNOWN, 
 
 
 def total_steps(entry: dict[str, Any]) -> int | None:
-    """Training steps behind a weight file's record, summed over stages and its ``init_from`` chain."""
-    steps = entry.get("total_steps", entry.get("steps"))
-    if isinstance(steps, dict):
-        steps = sum(int(v) for v in steps.values())
-    return None if steps is None else int(steps)
+    """Training steps behind a weight file's record, summed over stages and its ``init_from`` chain: a sidecar's
+    ``total_steps``, or a run's own steps plus those of the file it started from."""
+    if entry.get("total_steps") is not None:
+        return int(entry["total_steps"])
+    steps = entry.get("steps")
+    if steps is None:
+        return None
+    own = sum(int(v) for v in steps.values()) if isinstance(steps, dict) else int(steps)
+    start = entry.get("init_from") if isinstance(entry.get("init_from"), dict) else {}
+    return own + int(start.get("total_steps") or 0)
 
 
 def budget_label(entry: dict[str, Any]) -> str:

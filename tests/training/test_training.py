@@ -210,3 +210,14 @@ def test_a_shipped_sidecar_names_no_path_of_the_training_machine(tmp_path):
     assert record["training"]["recipe"] == {"init_from": "model.pt", "lambdas": [0.1], "tau": 1.0}
     assert record["training"]["init_from"]["sha256"] == "b" * 64 and record["total_steps"] == 8
     assert record["trained_on"]["backbone"] == {"file": "q1.pth", "sha256": "a" * 64}
+
+
+def test_total_steps_follow_the_chain_a_run_started_from():
+    """A run fine-tuned from another run counts that run's steps too, however the chain was recorded."""
+    from bench.training.weights import total_steps
+
+    first = {"steps": {"predictor": 800, "adapter": 400}, "init_from": None}
+    second = {"steps": {"predictor": 400, "adapter": 200}, "init_from": {"total_steps": total_steps(first)}}
+    third = {"steps": {"predictor": 400, "adapter": 200}, "init_from": {"total_steps": total_steps(second)}}
+    assert [total_steps(r) for r in (first, second, third)] == [1200, 1800, 2400]
+    assert total_steps({"total_steps": 8465, "steps": 7465}) == 8465 and total_steps({}) is None
