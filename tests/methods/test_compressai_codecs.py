@@ -7,6 +7,7 @@ test downloads weights or touches the network.
 
 from __future__ import annotations
 
+import copy
 import importlib.resources
 import json
 import math
@@ -319,3 +320,29 @@ def test_configs_instantiate(tmp_path, balle_checkpoints):
     method = instantiate(cfg)
     assert method.unavailable_reason() is None
     assert method.decode(method.encode(make_image(20, 30), 1)).shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize("arch", ["bmshj2018-hyperprior", "mbt2018-mean"])
+def test_one_pass_scale_indexes_are_compressais_and_code_the_same_bytes(arch):
+    """The bucketized ``build_indexes`` gives CompressAI's indexes, table entries themselves included, and
+    the network writes the same strings and decodes the same image with it."""
+    from compressai.entropy_models import GaussianConditional
+    from compressai.zoo.image import model_architectures
+
+    from bench.methods.learned.compressai import one_pass_scale_indexes
+
+    torch.manual_seed(0)
+    plain = model_architectures[arch](8, 12).eval()
+    plain.update(force=True)
+    fast = copy.deepcopy(plain)
+    one_pass_scale_indexes(fast)
+    gc = fast.gaussian_conditional
+    assert not hasattr(gc.build_indexes, "__self__")  # the instance's own function, not the class's method
+    scales = torch.cat([torch.rand(4000) * 80, gc.scale_table, gc.scale_table.nextafter(torch.tensor(0.0))])
+    scales = scales.view(1, 1, -1, 1)
+    assert torch.equal(gc.build_indexes(scales), GaussianConditional.build_indexes(gc, scales))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        theirs, ours = plain.compress(x), fast.compress(x)
+        assert theirs["strings"] == ours["strings"]
+        assert torch.equal(plain.decompress(**theirs)["x_hat"], fast.decompress(**ours)["x_hat"])
