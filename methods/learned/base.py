@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.methods.base import CodecError, Method
 from bench.methods.learned.checkpoints import CheckpointSet
-from bench.methods.learned.compressai import default_entropy_coder, ready_for_coding
+from bench.methods.learned.compressai import default_entropy_coder, one_pass_scale_indexes, ready_for_coding
 
 
 class LearnedMethod(Method):
@@ -70,7 +70,7 @@ class LearnedMethod(Method):
 
         with default_entropy_coder(self.entropy_coder), torch.no_grad():
             net.update(force=True)
-        return net.eval().to(self.device)
+        return one_pass_scale_indexes(net.eval().to(self.device))
 
     def set_network(self, rate: Any, net: Any) -> None:
         """Code ``rate`` with ``net`` (tests, a training loop): rows record its digest, not a file's."""

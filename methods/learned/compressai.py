@@ -459,7 +459,7 @@ class CompressAICodec(Method):
     # --- loading ------------------------------------------------------------------
     def install(self, quality: int, net: torch.nn.Module) -> None:
         """Code ``quality`` with ``net`` (a network in memory: tests, training loops) instead of a weights file."""
-        self._models[quality] = net.eval().to(self.device)
+        self._models[quality] = one_pass_scale_indexes(net.eval().to(self.device))
         self._installed.add(quality)
 
     def network(self, quality: int) -> torch.nn.Module:
@@ -479,7 +479,7 @@ class CompressAICodec(Method):
             net = self._load_zoo(quality) if path is None else self._load_checkpoint(quality, path)
             if _needs_update(net):
                 net.update(force=True)
-        return net.eval().to(self.device)
+        return one_pass_scale_indexes(net.eval().to(self.device))
 
     def _load_zoo(self, quality: int) -> torch.nn.Module:
         import torch.hub

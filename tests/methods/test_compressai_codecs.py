@@ -346,3 +346,9 @@ def test_one_pass_scale_indexes_are_compressais_and_code_the_same_bytes(arch):
         theirs, ours = plain.compress(x), fast.compress(x)
         assert theirs["strings"] == ours["strings"]
         assert torch.equal(plain.decompress(**theirs)["x_hat"], fast.decompress(**ours)["x_hat"])
+
+
+def test_every_loaded_codec_network_builds_indexes_in_one_pass(balle_checkpoints):
+    """The codec's own networks (from a file, or installed from memory) carry the one-pass ``build_indexes``."""
+    method = method_for("bmshj2018-hyperprior", balle_checkpoints["bmshj2018-hyperprior"])
+    assert not hasattr(method.network(1).gaussian_conditional.build_indexes, "__self__")
