@@ -21,10 +21,11 @@ run() { nice -n 10 "${PYTHON:-python}" -m bench run "results_dir=$out" progress=
   "cache_dir=${CACHE_DIR:-bench-cache}" "${EXTRA[@]}" "$@"; }
 EXTRA=("$@")
 # the human-machine methods with shipped weights, each at every rate it ships (its config's `rates`), on the
-# task network its modules were trained for
+# task network its modules were trained for: EAC (YOLOX-Nano, then ESPNet) and ICMH with that dataset's network
 case "$dataset" in
-  coco) tasks=(yolox-nano) human_machine=(eac icmh) ;;
-  cityscapes) tasks=(espnet segmentation) human_machine=(eac) ;;  # ESPNet: the network EAC and SICMH are trained for
+  coco) tasks=(yolox-nano) human_machine=("method=eac" "method=icmh") ;;
+  cityscapes)  # ESPNet: the network EAC's second task and SICMH are trained for
+    tasks=(espnet segmentation) human_machine=("method=eac" "method=icmh method.tasks=[espnet]") ;;
   *) echo "unknown dataset $dataset (coco | cityscapes)" >&2; exit 2 ;;
 esac
 if [ "${ONLY:-}" != human-machine ]; then
@@ -33,4 +34,7 @@ if [ "${ONLY:-}" != human-machine ]; then
     run method=bmshj2018-hyperprior-ours dataset="$dataset" task="$task" 'method.rates=[1,2,3,4,5]'
   done
 fi
-for m in "${human_machine[@]}"; do run method="$m" dataset="$dataset" task="${tasks[0]}"; done
+for m in "${human_machine[@]}"; do
+  read -ra method_args <<<"$m"
+  run "${method_args[@]}" dataset="$dataset" task="${tasks[0]}"
+done

@@ -35,7 +35,8 @@ case "$method" in
         recipe.stages.adapter.steps=$A recipe.stages.adapter.batch_size=8 recipe.stages.adapter.lr=1.0e-4 \
         recipe.init_from="$INIT"
     done ;;
-  eac-espnet)  # EAC's second task (its YOLOX-Nano modules are ICMH's: EAC trains each predictor on its own)
+  eac-espnet)  # EAC's second task; EAC trains each task's predictor on its own, so these are ICMH's ESPNet modules
+    # too: export them to checkpoints/icmh/espnet (checkpoints/eac/<task> link to checkpoints/icmh/<task>)
     for q in $(DEFAULT_RATES="1 2 3 4 5" rates "$@"); do
       if [ "$q" = 1 ]; then P=600 A=300 INIT=null; else P=300 A=150 INIT="$RUNS/eac/espnet/rate-$((q - 1))/model.pt"; fi
       train method=eac 'method.tasks=[yolox-nano,espnet]' 'method.rates=[1,2,3,4,5]' task=espnet \
@@ -67,9 +68,10 @@ case "$method" in
         recipe.stages.fine.steps=150 "recipe.init_encoder_from=$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
     done ;;
   export)  # export METHOD TASK RATE ...: the runs' model.pt into checkpoints/<method>/<task>/rate-<r>/
+    # (EXPORT_AS=icmh for EAC's runs: the modules of one task are ICMH's)
     m="${1:?export METHOD TASK RATE ...}"; t="${2:?task}"; shift 2
     for q in "$@"; do
-      "$PY" -m bench train-export "$RUNS/$m/$t/rate-$q/model.pt" "checkpoints/$m/$t/rate-$q"
+      "$PY" -m bench train-export "$RUNS/$m/$t/rate-$q/model.pt" "checkpoints/${EXPORT_AS:-$m}/$t/rate-$q"
     done ;;
   *) echo "unknown method $method" >&2; exit 2 ;;
 esac
