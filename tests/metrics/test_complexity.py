@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 
 import numpy as np
@@ -52,7 +53,10 @@ def test_peak_memory_sees_a_large_allocation():
     with peak_memory() as small:
         np.ones(10)
     with peak_memory() as large:
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        block[::512] = 2
+        # 64 MiB of fresh pages, each touched (a numpy array could reuse memory the process already holds)
+        block = mmap.mmap(-1, 64 * 2**20)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
+        block.close()
     assert small.mib is not None and large.mib is not None
     assert large.mib - small.mib > 48

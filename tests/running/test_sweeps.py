@@ -114,6 +114,9 @@ def test_multirun_with_the_submitit_local_launcher(tmp_path, photo_folder):
         "run",
         "-m",
         "hydra/launcher=submitit_local",
+        # one log folder made before the jobs start: with the plugin's default (.submitit/%j), submitit's local
+        # controller can open its log before the submitting process has made the job's folder (a race under load)
+        "hydra.launcher.submitit_folder=${hydra.sweep.dir}/.submitit",
         "method=jpeg,webp",
         "dataset=folder",
         f"dataset.root={photo_folder}",
