@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import bench as run_bench
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plugin"
 
@@ -29,10 +30,8 @@ def plugin_site(tmp_path_factory) -> Path:
 
 
 def bench(site: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
+    """``python -m bench`` with the plugin's folder on PYTHONPATH."""
+    return run_bench(*args, cwd=cwd, env={"PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])})
 
 
 @pytest.mark.slow  # `bench list` in a subprocess (20 s); the plugin still runs and ranks in the default suite
