@@ -23,18 +23,17 @@ EXTRA=("$@")
 # the human-machine methods with shipped weights, each at every rate it ships (its config's `rates`), on the
 # task network its modules were trained for: EAC (YOLOX-Nano, then ESPNet) and ICMH with that dataset's network
 case "$dataset" in
-  coco) tasks=(yolox-nano) human_machine=("method=eac" "method=icmh") ;;
-  cityscapes)  # ESPNet: the network EAC's second task and SICMH are trained for
-    tasks=(espnet segmentation) human_machine=("method=eac" "method=icmh method.tasks=[espnet]") ;;
+  coco) task=yolox-nano human_machine=("method=eac" "method=icmh") ;;
+  cityscapes)  # ESPNet: the network EAC's second task and SICMH are trained for (a results file holds one run's
+    # tasks: `task=segmentation`, DeepLab EdgeTPU, would need a results folder of its own)
+    task=espnet human_machine=("method=eac" "method=icmh method.tasks=[espnet]") ;;
   *) echo "unknown dataset $dataset (coco | cityscapes)" >&2; exit 2 ;;
 esac
 if [ "${ONLY:-}" != human-machine ]; then
-  for task in "${tasks[@]}"; do  # a second task decodes the cached bytes of the first sweep
-    for m in "${CODECS[@]}"; do run method="$m" dataset="$dataset" task="$task" "rate_target=$TARGETS"; done
-    run method=bmshj2018-hyperprior-ours dataset="$dataset" task="$task" 'method.rates=[1,2,3,4,5]'
-  done
+  for m in "${CODECS[@]}"; do run method="$m" dataset="$dataset" task="$task" "rate_target=$TARGETS"; done
+  run method=bmshj2018-hyperprior-ours dataset="$dataset" task="$task" 'method.rates=[1,2,3,4,5]'
 fi
 for m in "${human_machine[@]}"; do
   read -ra method_args <<<"$m"
-  run "${method_args[@]}" dataset="$dataset" task="${tasks[0]}"
+  run "${method_args[@]}" dataset="$dataset" task="$task"
 done
