@@ -242,22 +242,44 @@ def test_committed_results_build_a_leaderboard(tmp_path):
     board = L.build(by_dataset, tmp_path / "lb", sources=["results"])
     analyses = {a.dataset: a for a in board.analyses}
     assert {"kodak", "coco", "cityscapes", "ucf101"} <= set(analyses)
-    headlines = {"coco": "yolox-nano/mAP", "cityscapes": "segmentation/mIoU", "ucf101": "frame-fidelity/top1"}
+    headlines = {"coco": "yolox-nano/mAP", "cityscapes": "espnet/mIoU", "ucf101": "frame-fidelity/top1"}
     for dataset, headline in headlines.items():
         a = analyses[dataset]
         assert a.anchor is not None and a.anchor.name == ("h264" if dataset == "ucf101" else "jpeg"), a.anchor_note
         assert headline in rankings.track_metrics(a), rankings.track_metrics(a)
-        human = "psnr-yuv420" if dataset == "ucf101" else "psnr-rgb"
-        assert sum(r.rank is not None for r in rankings.ranking(a, human)) >= 4, dataset
-    rows = rankings.ranking(analyses["coco"], "yolox-nano/mAP")  # each codec ranked, or listed with why not
-    assert len(rows) == 6 and all(r.rank or r.error for r in rows) and rows[0].rank == 1
+        rows = rankings.ranking(a, headline)  # each method ranked, or listed with why not
+        assert all(r.rank or r.error for r in rows) and rows[0].rank == 1
+    for dataset, human in (("kodak", "psnr-rgb"), ("ucf101", "psnr-yuv420")):
+        assert sum(r.rank is not None for r in rankings.ranking(analyses[dataset], human)) >= 4, dataset
     md = board.markdown.read_text()
     assert "158 images (full evaluation set: 5000)" in md and "4 clips (full evaluation set: 3783)" in md
-    assert "### yolox-nano/mAP, ground-truth protocol" in md and "### segmentation/mIoU, ground-truth protocol" in md
+    assert "### yolox-nano/mAP, ground-truth protocol" in md and "### espnet/mIoU, ground-truth protocol" in md
     assert "### frame-fidelity/top1, fidelity protocol\n" in md
     # the caption in the task's own words (its recorded description), not one sentence per protocol
     assert "task frame-fidelity: fidelity protocol — fidelity of a frame-level ImageNet classifier" in md
     assert "n not recorded (older results)" in md and "yolox-nano/n = 158 at every point" in md
+
+
+def test_the_matched_rate_comparisons_rank_every_method_on_every_axis(tmp_path):
+    """COCO and Cityscapes at the same target bitrates (scripts/comparisons.sh): with the checks the README reads
+    them with (isotonic fit, BD over any overlap), every codec and human-machine method gets a BD-rate against
+    JPEG on the human axis and on the task's; the human-machine entries say how they were trained."""
+    by_dataset, _ = L.load_with_overrides([rankings.committed_results()])
+    wanted = {"coco": ("yolox-nano/mAP", {"eac"}), "cityscapes": ("espnet/mIoU", {"eac", "icmh"})}
+    board = L.build(
+        {d: by_dataset[d] for d in wanted}, tmp_path / "lb", sources=["results"], monotone="fit", min_overlap=0.05
+    )
+    for a in board.analyses:
+        headline, human_machine = wanted[a.dataset]
+        names = {e.name for e in a.entries}
+        assert {"jpeg", "webp", "avif", "jpeg2000", "jpegxl", "hevc-intra", "bmshj2018-hyperprior-ours"} <= names
+        assert human_machine <= names
+        for metric in ("psnr-rgb", headline):
+            rows = rankings.ranking(a, metric)
+            assert all(r.rank is not None for r in rows), [(r.entry.name, r.error) for r in rows if r.rank is None]
+    md = board.markdown.read_text()
+    assert "modules yolox-nano (local, 1200–3600 steps, cpu)" in md
+    assert "modules espnet (local, 900–2700 steps, cpu)" in md
 
 
 # ---------------------------------------------------------------------------------------------------------------
