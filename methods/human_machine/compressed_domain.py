@@ -225,14 +225,7 @@ class CompressedDomain(OneMachineTask, LearnedMethod):
         return SplitTaskNetwork(self.machine_task, self.split_network.split, back=head.back)
 
     def unavailable_reason(self) -> str | None:
-        try:
-            self.task_name()
-        except MethodUnavailable as exc:
-            return str(exc)
-        why = self.machine_task.unavailable_reason() or self.split_network.unavailable_reason()
-        if why:
-            return f"{self.name}: machine task {self.task_name()!r} cannot run: {why}"
-        return self.missing_weights()
+        return self.task_unavailable(split=True) or self.missing_weights()
 
     # --- coding ----------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:

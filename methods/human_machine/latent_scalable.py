@@ -211,13 +211,9 @@ class LatentScalable(OneMachineTask, LearnedMethod):
     def unavailable_reason(self) -> str | None:
         try:
             import_compressai()
-            self.task_name()
         except MethodUnavailable as exc:
             return str(exc)
-        why = self.machine_task.unavailable_reason() or self.split_network.unavailable_reason()
-        if why:
-            return f"{self.name}: machine task {self.machine_task.name!r} cannot run: {why}"
-        return self.missing_weights()
+        return self.task_unavailable(split=True) or self.missing_weights()
 
     # --- coding --------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: Any) -> Bitstream:
