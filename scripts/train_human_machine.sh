@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 export HMC_BENCH_WEIGHTS="${HMC_BENCH_WEIGHTS:-$HMC_BENCH_ASSETS/weights}"
 RUNS="${HMC_BENCH_RUNS:-runs}"
 export HMC_BENCH_RUNS="$RUNS"
-DATA=(dataset=folder "dataset.root=$HMC_BENCH_ASSETS/train_images" threads=1 val_samples=8 progress=false)
+DATA=(dataset=folder "dataset.root=$HMC_BENCH_ASSETS/train_images" threads=1 "val_samples=${VAL_SAMPLES:-8}" progress=false)
 PY=${PYTHON:-python}
 train() { nice -n 10 "$PY" -m bench train "${DATA[@]}" "$@"; }
 ckpt=checkpoints/bmshj2018-hyperprior-ours
@@ -26,6 +26,11 @@ ckpt=checkpoints/bmshj2018-hyperprior-ours
 method="${1:?method: icmh | eac-espnet | latent-scalable | feature-stream | compressed-domain | sicmh | export}"
 shift
 rates() { if [ $# -gt 0 ]; then echo "$@"; else echo "$DEFAULT_RATES"; fi; }
+# latent-scalable, feature-stream and compressed-domain: TASK=yolox-nano (default) or TASK=espnet (at the crop's
+# size); STEPS: steps per rate point
+TASK="${TASK:-yolox-nano}"
+if [ "$TASK" = espnet ]; then TASK_ARGS=(task=espnet 'task.input_size=[128,128]'); SPLIT_CROP=128
+else TASK_ARGS=(task="$TASK"); SPLIT_CROP=256; fi
 case "$method" in
   icmh)  # EAC's single-task form with YOLOX-Nano; q1 from scratch, q2-q5 from the quality below
     for q in $(DEFAULT_RATES="1 2 3 4 5" rates "$@"); do
@@ -45,27 +50,28 @@ case "$method" in
         recipe.stages.adapter.steps=$A recipe.stages.adapter.batch_size=8 recipe.stages.adapter.lr=1.0e-4 \
         recipe.init_from="$INIT"
     done ;;
-  latent-scalable)  # Choi & Bajić with YOLOX-Nano; the codec starts from the shipped hyperprior of the same quality
+  latent-scalable)  # Choi & Bajić; the codec starts from the shipped hyperprior of the same quality
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
-      train method=latent-scalable 'method.rates=[1,2,3]' task=yolox-nano rate="$q" crop=128 \
-        recipe.stages.joint.steps=400 recipe.stages.joint.batch_size=8 \
+      train method=latent-scalable 'method.rates=[1,2,3]' "${TASK_ARGS[@]}" rate="$q" crop=128 \
+        recipe.stages.joint.steps=${STEPS:-400} recipe.stages.joint.batch_size=8 \
         recipe.init_from="$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
     done ;;
-  feature-stream)  # YOLOX-Nano's stride-8 features through a learned bottleneck beside JPEG
+  feature-stream)  # the task's features at its default cut through a learned bottleneck beside JPEG
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
-      train method=feature-stream 'method.rates=[1,2,3]' task=yolox-nano rate="$q" crop=256 \
-        recipe.stages.bottleneck.steps=400 recipe.stages.bottleneck.batch_size=8
+      train method=feature-stream 'method.rates=[1,2,3]' "${TASK_ARGS[@]}" rate="$q" crop=$SPLIT_CROP \
+        recipe.stages.bottleneck.steps=${STEPS:-400} recipe.stages.bottleneck.batch_size=8 \
+        recipe.stages.bottleneck.lr=1.0e-3  # a fresh bottleneck at the recipe's 1e-4 barely moves in 400 steps
     done ;;
-  compressed-domain)  # a YOLOX-Nano head on the shipped hyperprior's latent (the codec stays as shipped: head only)
+  compressed-domain)  # a task head on the shipped hyperprior's latent (the codec stays as shipped: head only)
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
-      train method=compressed-domain 'method.rates=[1,2,3]' task=yolox-nano rate="$q" crop=256 \
-        recipe.stages.head.steps=400 recipe.stages.head.batch_size=8 '~recipe.stages.joint'
+      train method=compressed-domain 'method.rates=[1,2,3]' "${TASK_ARGS[@]}" rate="$q" crop=$SPLIT_CROP \
+        recipe.stages.head.steps=${STEPS:-400} recipe.stages.head.batch_size=8 '~recipe.stages.joint'
     done ;;
   sicmh)  # SICMH with ESPNet (its paper's task is segmentation), all four stages, ESPNet at the crop's size
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
       train method=sicmh 'method.rates=[1,2,3]' task=espnet 'task.input_size=[128,256]' rate="$q" crop=128 \
-        recipe.stages.side.steps=150 recipe.stages.heads.steps=100 recipe.stages.coarse.steps=150 \
-        recipe.stages.fine.steps=150 "recipe.init_encoder_from=$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
+        recipe.stages.side.steps=${SIDE_STEPS:-150} recipe.stages.heads.steps=${HEADS_STEPS:-100} \
+        recipe.stages.coarse.steps=${COARSE_STEPS:-150} recipe.stages.fine.steps=${FINE_STEPS:-150} "recipe.init_encoder_from=$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
     done ;;
   export)  # export METHOD TASK RATE ...: the runs' model.pt into checkpoints/<method>/<task>/rate-<r>/
     # (EXPORT_AS=icmh for EAC's runs: the modules of one task are ICMH's)
