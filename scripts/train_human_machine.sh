@@ -67,11 +67,13 @@ case "$method" in
       train method=compressed-domain 'method.rates=[1,2,3]' "${TASK_ARGS[@]}" rate="$q" crop=$SPLIT_CROP \
         recipe.stages.head.steps=${STEPS:-400} recipe.stages.head.batch_size=8 '~recipe.stages.joint'
     done ;;
-  sicmh)  # SICMH with ESPNet (its paper's task is segmentation), all four stages, ESPNet at the crop's size
+  sicmh)  # SICMH with ESPNet (its paper's task is segmentation), all four stages, ESPNet at the crop's size; the
+    # paper's side / heads learning rates (1e-5, 1e-6) move nothing in a hundred steps: 1e-4 here, as its other stages
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
       train method=sicmh 'method.rates=[1,2,3]' task=espnet 'task.input_size=[128,256]' rate="$q" crop=128 \
         recipe.stages.side.steps=${SIDE_STEPS:-150} recipe.stages.heads.steps=${HEADS_STEPS:-100} \
-        recipe.stages.coarse.steps=${COARSE_STEPS:-150} recipe.stages.fine.steps=${FINE_STEPS:-150} "recipe.init_encoder_from=$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
+        recipe.stages.coarse.steps=${COARSE_STEPS:-150} recipe.stages.fine.steps=${FINE_STEPS:-150} \
+        recipe.stages.side.lr=1.0e-4 recipe.stages.heads.lr=1.0e-4 "recipe.init_encoder_from=$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
     done ;;
   export)  # export METHOD TASK RATE ...: the runs' model.pt into checkpoints/<method>/<task>/rate-<r>/
     # (EXPORT_AS=icmh for EAC's runs: the modules of one task are ICMH's)
