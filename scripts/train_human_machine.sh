@@ -29,8 +29,10 @@ rates() { if [ $# -gt 0 ]; then echo "$@"; else echo "$DEFAULT_RATES"; fi; }
 # latent-scalable, feature-stream and compressed-domain: TASK=yolox-nano (default) or TASK=espnet (at the crop's
 # size); STEPS: steps per rate point
 TASK="${TASK:-yolox-nano}"
-if [ "$TASK" = espnet ]; then TASK_ARGS=(task=espnet 'task.input_size=[128,128]'); SPLIT_CROP=128
-else TASK_ARGS=(task="$TASK"); SPLIT_CROP=256; fi
+# latent-scalable's γ (feature MSE weight): ESPNet's packed level3 features are small (mean square ~0.005), so
+# at γ = 100 the base layer would be trained for the image alone; 1e5 balances the two terms at the start
+if [ "$TASK" = espnet ]; then TASK_ARGS=(task=espnet 'task.input_size=[128,128]'); SPLIT_CROP=128 GAMMA=1.0e5
+else TASK_ARGS=(task="$TASK"); SPLIT_CROP=256 GAMMA=100.0; fi
 case "$method" in
   icmh)  # EAC's single-task form with YOLOX-Nano; q1 from scratch, q2-q5 from the quality below
     for q in $(DEFAULT_RATES="1 2 3 4 5" rates "$@"); do
@@ -53,7 +55,7 @@ case "$method" in
   latent-scalable)  # Choi & Bajić; the codec starts from the shipped hyperprior of the same quality
     for q in $(DEFAULT_RATES="1 2 3" rates "$@"); do
       train method=latent-scalable 'method.rates=[1,2,3]' "${TASK_ARGS[@]}" rate="$q" crop=128 \
-        recipe.stages.joint.steps=${STEPS:-400} recipe.stages.joint.batch_size=8 \
+        recipe.stages.joint.steps=${STEPS:-400} recipe.stages.joint.batch_size=8 recipe.feature_weight=$GAMMA \
         recipe.init_from="$ckpt/bmshj2018-hyperprior-mse-q$q.pth"
     done ;;
   feature-stream)  # the task's features at its default cut through a learned bottleneck beside JPEG
