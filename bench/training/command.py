@@ -44,6 +44,13 @@ def run_provenance(
 
             _, before = load_trained(path)  # a sidecar, or a run's provenance (its own steps and its own start)
             start.update({"sha256": file_sha256(path), "total_steps": total_steps(before) or 0})
+    encoder_init = cfg.recipe.get("init_encoder_from")  # SICMH: only its encoder starts from these weights
+    encoder_start = None
+    if encoder_init:
+        from bench.io.digests import file_sha256
+
+        path = Path(os.path.expanduser(str(encoder_init)))
+        encoder_start = {"file": str(encoder_init), **({"sha256": file_sha256(path)} if path.is_file() else {})}
     return {
         "origin": "local",
         "method": method.name,
@@ -61,6 +68,7 @@ def run_provenance(
         "device": device,
         "threads": torch.get_num_threads(),
         "init_from": start,
+        "init_encoder_from": encoder_start,
         "code": git_state(),
         "versions": package_versions(),
     }

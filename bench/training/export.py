@@ -50,6 +50,11 @@ def _file_names_only(options: dict[str, Any]) -> dict[str, Any]:
     return {k: Path(v).name if isinstance(v, str) and os.path.isabs(v) else v for k, v in options.items()}
 
 
+def _start_record(start: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a run started from (file name, SHA-256, steps), without the path it lay at."""
+    return {**start, "file": Path(str(start["file"])).name} if start else None
+
+
 def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
     """The sidecar of an exported training run (see the module docstring)."""
     from bench.io.digests import file_sha256
@@ -87,7 +92,8 @@ def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
             "schedule": prov.get("schedule"),
             "device": prov.get("device"),
             "threads": prov.get("threads"),
-            "init_from": {**start, "file": Path(str(start["file"])).name} if start else None,
+            "init_from": _start_record(start),
+            "init_encoder_from": _start_record(prov.get("init_encoder_from")),
             "recipe": _file_names_only({k: v for k, v in (config.get("recipe") or {}).items() if k != "stages"}),
         },
         "validation": ckpt.get("validation") or {},

@@ -327,4 +327,7 @@ class CompressedDomain(OneMachineTask, LearnedMethod):
             self.set_networks(quality, model.codec, model.head)
             return validation_figures(self, quality, images, teacher)
 
-        return Recipe(model, stages, validate=validate)
+        # head only: the head depends on the frozen codec, whose weights the checkpoint names; joint trains both
+        joint = "joint" in (settings.get("stages") or {})
+        frozen_codec = {} if joint else {"backbone": self.codec.weight_files(quality)["codec"]}
+        return Recipe(model, stages, validate=validate, trained_on=frozen_codec)

@@ -110,11 +110,12 @@ def test_head_training_lowers_the_loss_on_a_frozen_codec_and_the_checkpoint_deco
     dataset = small_photos(tmp_path / "img", photos)
     method = CompressedDomain("compressed-domain", [1], machine_task=task, split=SPLIT, head_channels=16)
     codec = tiny_codec()
-    method.codec._models[1] = codec  # the codec the head is trained on (normally zoo or project weights)
+    method.codec.install(1, codec)  # the codec the head is trained on (normally zoo or project weights)
     settings = {"stages": {"head": {"lr": 1e-4, "batch_size": 2, "steps": 12}}}
     recipe = method.training_recipe(1, [task], settings, "cpu")
     assert [s.name for s in recipe.stages] == ["head"]
     assert set(recipe.stages[0].frozen) == {"codec", "task"}
+    assert str(recipe.trained_on["backbone"]).startswith("generated:")  # checkpoints name the frozen codec
     frozen = {"codec": module_digests(codec), "task": module_digests(task.network)}
     batch = fixed_batch(dataset)
     recipe.model.head.train()  # the objective the stage minimises: batch norm on the batch's statistics
@@ -162,7 +163,7 @@ def test_heads_on_yolox_and_espnet_cuts_train_and_decode_from_bytes_as_in_memory
     method = CompressedDomain("compressed-domain", [1], machine_task=task, head_channels=16)
     assert method.served_tasks() == [task.name]
     codec = tiny_codec()
-    method.codec._models[1] = codec
+    method.codec.install(1, codec)
     settings = {"stages": {"head": {"lr": 1e-3, "batch_size": 2, "steps": 8}}}
     torch.manual_seed(0)
     recipe = method.training_recipe(1, [task], settings, "cpu")

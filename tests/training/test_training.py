@@ -200,6 +200,7 @@ def test_a_shipped_sidecar_names_no_path_of_the_training_machine(tmp_path):
             "trained_on": {"backbone": {"file": "/data/ckpt/q1.pth", "sha256": "a" * 64}},
             "steps": {"joint": 3},
             "init_from": {"file": "/data/runs/m/rate-1/model.pt", "sha256": "b" * 64, "total_steps": 5},
+            "init_encoder_from": {"file": "/data/ckpt/q1.pth", "sha256": "c" * 64},
         },
         "config": {"recipe": {"init_from": "/data/runs/m/rate-1/model.pt", "lambdas": [0.1], "tau": 1.0}},
     }
@@ -209,6 +210,7 @@ def test_a_shipped_sidecar_names_no_path_of_the_training_machine(tmp_path):
     assert "/data" not in json.dumps(record)
     assert record["training"]["recipe"] == {"init_from": "model.pt", "lambdas": [0.1], "tau": 1.0}
     assert record["training"]["init_from"]["sha256"] == "b" * 64 and record["total_steps"] == 8
+    assert record["training"]["init_encoder_from"] == {"file": "q1.pth", "sha256": "c" * 64}
     assert record["trained_on"]["backbone"] == {"file": "q1.pth", "sha256": "a" * 64}
 
 
