@@ -152,10 +152,12 @@ def fetchable() -> list[str]:
     """Datasets and learned methods ``fetch`` knows."""
     from bench.running.catalog import config_names
 
-    return sorted(FETCHERS) + [m for m in config_names("method") if m.startswith(LEARNED_PREFIXES)]
+    return sorted(FETCHERS) + [m for m in config_names("method") if m.startswith(LEARNED_PREFIXES) or m in TRAINED_HERE]
 
 
 LEARNED_PREFIXES = ("bmshj2018", "mbt2018", "cheng2020", "ssf2020", "eac", "icmh")
+#: human-machine methods whose trained weights ship in checkpoints/ (each verified against its sidecar)
+TRAINED_HERE = ("sicmh", "latent-scalable", "compressed-domain", "feature-stream")
 
 
 def fetch(name: str, root: str | os.PathLike | None = None) -> Path | list[Path]:

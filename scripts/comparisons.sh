@@ -21,12 +21,14 @@ run() { nice -n 10 "${PYTHON:-python}" -m bench run "results_dir=$out" progress=
   "cache_dir=${CACHE_DIR:-bench-cache}" "${EXTRA[@]}" "$@"; }
 EXTRA=("$@")
 # the human-machine methods with shipped weights, each at every rate it ships (its config's `rates`), on the
-# task network its modules were trained for: EAC (YOLOX-Nano, then ESPNet) and ICMH with that dataset's network
+# task network its modules were trained for: EAC (YOLOX-Nano, then ESPNet), ICMH with that dataset's network,
+# feature-stream (YOLOX-Nano) on COCO; SICMH, latent-scalable and compressed-domain (ESPNet) on Cityscapes
 case "$dataset" in
-  coco) task=yolox-nano human_machine=("method=eac" "method=icmh") ;;
+  coco) task=yolox-nano human_machine=("method=eac" "method=feature-stream" "method=icmh") ;;
   cityscapes)  # ESPNet: the network EAC's second task and SICMH are trained for (a results file holds one run's
     # tasks: `task=segmentation`, DeepLab EdgeTPU, would need a results folder of its own)
-    task=espnet human_machine=("method=eac" "method=icmh method.tasks=[espnet]") ;;
+    task=espnet human_machine=("method=eac" "method=icmh method.tasks=[espnet]" "method=sicmh"
+      "method=latent-scalable" "method=compressed-domain") ;;
   *) echo "unknown dataset $dataset (coco | cityscapes)" >&2; exit 2 ;;
 esac
 if [ "${ONLY:-}" != human-machine ]; then

@@ -250,7 +250,8 @@ def weights_text(e: Entry) -> str:
 
 def training_summary(e: Entry) -> str:
     """One label per weight role and origin, over all rate points: ``backbone bmshj2018-hyperprior (local,
-    8465–13665 steps); modules yolox-nano (local, 1200–1800 steps, cpu)``; ``—`` without weights.
+    8465–13665 steps); modules yolox-nano (local, 1200–1800 steps, cpu, on bmshj2018-hyperprior-mse)``, the last
+    part naming the weights a trained file was built on; ``—`` without weights.
 
     The leaderboard's short view of how trained an entry is and on what; ``weights_text`` lists every file."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -266,6 +267,9 @@ def training_summary(e: Entry) -> str:
         devices = sorted({str(w["device"]) for w in files if w.get("device")})
         if devices:
             label.append("/".join(devices))
+        bases = sorted({b for w in files for b in w.get("built_on") or ()})
+        if bases and role != "backbone":
+            label.append("on " + ", ".join(bases))
         parts.append(f"{role}{' ' + arch if arch else ''} ({', '.join(label)})")
     return "; ".join(parts) or "—"
 

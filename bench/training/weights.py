@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +73,26 @@ def describe(role: str, path: str | os.PathLike, default_origin: str = UNKNOWN, 
                 entry[key] = training[key]
         if "trained_on" in side:
             entry["trained_on"] = {k: v.get("sha256") for k, v in side["trained_on"].items() if isinstance(v, dict)}
+        built_on = weights_built_on(side)
+        if built_on:
+            entry["built_on"] = built_on
     entry.update(extra)
     return entry
+
+
+def weights_built_on(sidecar: dict[str, Any]) -> list[str]:
+    """The weights a trained file was built on: the backbone it depends on and the files it started from
+    (``init_from``, ``init_encoder_from``), named without their quality (``bmshj2018-hyperprior-mse``); a start
+    from another run of the same method (``model.pt``, ``last.pt``) is its own chain, not a base."""
+    training = sidecar.get("training") or {}
+    records = [training.get("init_from"), training.get("init_encoder_from")]
+    records.append((sidecar.get("trained_on") or {}).get("backbone"))
+    names = {
+        re.sub(r"-q\d+\.\w+$", "", str(r["file"]))
+        for r in records
+        if isinstance(r, dict) and r.get("file") and Path(str(r["file"])).name not in ("model.pt", "last.pt")
+    }
+    return sorted(names)
 
 
 def total_steps(entry: dict[str, Any]) -> int | None:

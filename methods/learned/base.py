@@ -63,6 +63,13 @@ class LearnedMethod(Method):
         """The configuration a checkpoint must fit, for error messages."""
         return "this method's configuration"
 
+    def fetch_weights(self) -> list[Path]:
+        """Every configured rate point's weights, each verified against its committed sidecar (downloaded from
+        ``release_url`` when one is configured and the file is missing): what ``python -m bench fetch`` runs."""
+        from bench.training.weights import fetch_release
+
+        return fetch_release([self.checkpoints.path(int(r)) for r in self.rates], self.options.get("release_url"))
+
     # --- networks ------------------------------------------------------------------------
     def prepared(self, net: Any) -> Any:
         """``net`` with its entropy tables built, in eval mode, on the device."""

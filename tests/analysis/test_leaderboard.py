@@ -410,9 +410,9 @@ def test_weights_and_training_columns(tmp_path):
          "total_steps": 8465, "device": "cpu"},
         {"rate": 2, "role": "codec", "file": "q2.pth", "sha256": "2" * 64, "origin": "published"},
         {"rate": 1, "role": "module", "file": "model.pt", "sha256": "3" * 64, "origin": "local", "steps": 400,
-         "device": "cuda", "trained_on": {"backbone": backbone}},
+         "device": "cuda", "trained_on": {"backbone": backbone}, "built_on": ["bmshj2018-hyperprior-mse"]},
         {"rate": 2, "role": "module", "file": "model.pt", "sha256": "3" * 64, "origin": "local", "steps": 400,
-         "device": "cuda", "trained_on": {"backbone": backbone}},
+         "device": "cuda", "trained_on": {"backbone": backbone}, "built_on": ["bmshj2018-hyperprior-mse"]},
     ]  # fmt: skip
     RB.write_run(root, "kodak", "jpeg", rows, sample_set=RB.SAMPLES)
     RB.write_run(root, "kodak", "icmh", rows, sample_set=RB.SAMPLES, weights=weights, rates=RB.RATES)
@@ -423,7 +423,10 @@ def test_weights_and_training_columns(tmp_path):
         "module 333333333333 (local, 400 steps, cuda; rates 1, 2), trained on backbone bbbbbbbbbbbb"
     )
     assert report.weights_text(icmh) == expected
-    summary = "codec (local, 8465 steps, cpu); codec (published); module (local, 400 steps, cuda)"
+    summary = (
+        "codec (local, 8465 steps, cpu); codec (published); "
+        "module (local, 400 steps, cuda, on bmshj2018-hyperprior-mse)"
+    )
     assert report.training_summary(icmh) == summary
     board = L.build(by_dataset, tmp_path / "lb", sources=[str(root)])
     md = board.markdown.read_text()

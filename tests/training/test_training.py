@@ -214,6 +214,21 @@ def test_a_shipped_sidecar_names_no_path_of_the_training_machine(tmp_path):
     assert record["trained_on"]["backbone"] == {"file": "q1.pth", "sha256": "a" * 64}
 
 
+def test_a_weight_record_names_what_the_file_was_built_on():
+    """The leaderboard's 'on <weights>': the frozen backbone, or the file a run started from, not its own chain."""
+    from bench.training.weights import weights_built_on
+
+    icmh_q2 = {
+        "training": {"init_from": {"file": "model.pt", "total_steps": 1200}},
+        "trained_on": {"backbone": {"file": "bmshj2018-hyperprior-mse-q2.pth"}, "network": {"file": "x.onnx"}},
+    }
+    latent_scalable = {"training": {"init_from": {"file": "bmshj2018-hyperprior-mse-q3.pth"}}, "trained_on": {}}
+    sicmh = {"training": {"init_from": None, "init_encoder_from": {"file": "bmshj2018-hyperprior-mse-q1.pth"}}}
+    for record in (icmh_q2, latent_scalable, sicmh):
+        assert weights_built_on(record) == ["bmshj2018-hyperprior-mse"], record
+    assert weights_built_on({"training": {"init_from": None}, "trained_on": {}}) == []
+
+
 def test_total_steps_follow_the_chain_a_run_started_from():
     """A run fine-tuned from another run counts that run's steps too, however the chain was recorded."""
     from bench.training.weights import total_steps
