@@ -27,7 +27,8 @@ Recipe settings (``conf/recipe/sicmh.yaml``): ``rate_points`` (per rate:
 paper's classification head is a ``run: [heads]`` from a segmentation run's
 weights), ``init_from`` (a ``model.pt`` of an earlier SICMH run),
 ``init_encoder_from`` (a CompressAI hyperprior checkpoint whose ``g_a``, the
-same Fig. 5a structure, initialises the Encoder, as the paper starts from a
+same Fig. 5a structure, initialises the Encoder and the enhancement layer's
+analysis transform, and whose ``g_s`` its synthesis, as the paper starts from a
 pretrained codec) and ``stages`` (optimiser, lr schedule, batch size, epochs).
 """
 
@@ -81,7 +82,9 @@ def rate_point(settings: Mapping[str, Any], rate: Any) -> dict[str, float]:
 
 
 def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
-    """Copy a CompressAI hyperprior's ``g_a`` (Fig. 5a's structure) into the Encoder; names any mismatch."""
+    """Copy a CompressAI hyperprior's ``g_a`` (Fig. 5a's structure) into the Encoder and the enhancement layer's
+    ``encoder_r``, its ``g_s`` into ``decoder_r`` (the residue's codec starts as an image codec, not at random);
+    names any mismatch."""
     from bench.methods.learned.compressai import state_dict_of
     from bench.training.weights import verified_sidecar as verify_checksum
 
@@ -93,17 +96,22 @@ def load_encoder_from_codec(net: SICMHNetwork, path: str | Path) -> None:
         state = state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:
         raise TrainingError(f"sicmh: init_encoder_from: cannot read {path}: {type(exc).__name__}: {exc}") from exc
-    ours = net.side.encoder.state_dict()
-    theirs = {k.removeprefix("g_a."): v for k, v in state.items() if k.startswith("g_a.")}
-    missing = sorted(set(ours) - set(theirs))
-    wrong = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
-    if missing or wrong:
-        raise TrainingError(
-            f"sicmh: init_encoder_from {path}: its g_a does not fit the Encoder (width "
-            f"{net.arch.width}, latent_channels {net.arch.latent_channels}): missing {missing[:5]}, "
-            f"other shapes {wrong[:5]}"
-        )
-    net.side.encoder.load_state_dict({k: theirs[k].float() for k in ours})
+    for module, prefix, what in (
+        (net.side.encoder, "g_a.", "Encoder"),
+        (net.enhancement.encoder_r, "g_a.", "enhancement encoder"),
+        (net.enhancement.decoder_r, "g_s.", "enhancement decoder"),
+    ):
+        ours = module.state_dict()
+        theirs = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        missing = sorted(set(ours) - set(theirs))
+        wrong = [k for k in ours if k in theirs and tuple(theirs[k].shape) != tuple(ours[k].shape)]
+        if missing or wrong:
+            raise TrainingError(
+                f"sicmh: init_encoder_from {path}: its {prefix[:-1]} does not fit the {what} (width "
+                f"{net.arch.width}, latent_channels {net.arch.latent_channels}): missing {missing[:5]}, "
+                f"other shapes {wrong[:5]}"
+            )
+        module.load_state_dict({k: theirs[k].float() for k in ours})
 
 
 def load_model(net: SICMHNetwork, path: str | Path) -> None:

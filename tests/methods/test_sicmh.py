@@ -389,3 +389,27 @@ def test_espnet_is_trained_when_the_run_names_no_task_and_its_head_decodes_from_
         expected = recipe.model(m._padded(image), heads=["segmentation"]).machine["segmentation"]
     np.testing.assert_array_equal(m.decode(base, "espnet-tiny"), as_uint8(m, expected, image))
     assert "no fusion head for task 'espnet-tiny'" in tiny_method(machine_task=task).unavailable_reason()
+
+
+def test_init_encoder_from_starts_the_encoder_and_the_residue_codec_from_a_hyperprior():
+    """The shipped hyperprior's g_a becomes the Encoder and the residue's analysis, its g_s the residue's
+    synthesis; the rest stays as initialised."""
+    from bench.methods.human_machine.sicmh_model import SICMHNetwork
+    from bench.methods.human_machine.sicmh_training import load_encoder_from_codec
+    from bench.methods.learned.compressai import state_dict_of
+    from bench.resolvers import project_checkpoints
+
+    path = project_checkpoints() / "bmshj2018-hyperprior-ours" / "bmshj2018-hyperprior-mse-q1.pth"
+    small = {"h1_channels": 8, "h2_channels": 8, "h1_groups": 2, "prediction_width": 8, "fuse_channels": 8}
+    torch.manual_seed(0)
+    net = SICMHNetwork(Architecture(width=128, latent_channels=192, heads=("segmentation",), **small))
+    fusion = module_digests(net.fusion)
+    load_encoder_from_codec(net, path)
+    codec = state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
+    copied = ((net.side.encoder, "g_a."), (net.enhancement.encoder_r, "g_a."), (net.enhancement.decoder_r, "g_s."))
+    for module, prefix in copied:
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, codec[prefix + key].float()), prefix + key
+    assert module_digests(net.fusion) == fusion
+    with pytest.raises(TrainingError, match="does not fit the Encoder"):
+        load_encoder_from_codec(SICMHNetwork(Architecture(width=64, latent_channels=192, **small)), path)
