@@ -44,10 +44,15 @@ def _name_only(trained_on: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _file_names_only(options: dict[str, Any]) -> dict[str, Any]:
-    """Absolute paths (``init_from``, ``init_encoder_from``) cut to their file names: a shipped sidecar says
-    what a run started from (``init_from`` records its SHA-256), not where it lay on the machine that trained it."""
-    return {k: Path(v).name if isinstance(v, str) and os.path.isabs(v) else v for k, v in options.items()}
+def _file_names_only(options: Any) -> Any:
+    """Absolute paths (``init_from``, ``init_encoder_from``, a task network's ``model``), at any depth, cut to
+    their file names: a shipped sidecar says what a run started from and ran (their SHA-256 are recorded), not
+    where they lay on the machine that trained it."""
+    if isinstance(options, dict):
+        return {k: _file_names_only(v) for k, v in options.items()}
+    if isinstance(options, list):
+        return [_file_names_only(v) for v in options]
+    return Path(options).name if isinstance(options, str) and os.path.isabs(options) else options
 
 
 def _start_record(start: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -81,7 +86,7 @@ def sidecar_record(ckpt: dict[str, Any], weights: Path) -> dict[str, Any]:
         "origin": prov.get("origin", "local"),
         "method": prov.get("method"),
         "class": prov.get("class"),
-        "architecture": method_cfg,
+        "architecture": _file_names_only(method_cfg),
         "rate": rate,
         "tasks": prov.get("tasks"),
         "lambda": lam,

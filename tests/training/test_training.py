@@ -202,13 +202,17 @@ def test_a_shipped_sidecar_names_no_path_of_the_training_machine(tmp_path):
             "init_from": {"file": "/data/runs/m/rate-1/model.pt", "sha256": "b" * 64, "total_steps": 5},
             "init_encoder_from": {"file": "/data/ckpt/q1.pth", "sha256": "c" * 64},
         },
-        "config": {"recipe": {"init_from": "/data/runs/m/rate-1/model.pt", "lambdas": [0.1], "tau": 1.0}},
+        "config": {
+            "recipe": {"init_from": "/data/runs/m/rate-1/model.pt", "lambdas": [0.1], "tau": 1.0},
+            "method": {"machine_task": {"model": "/data/weights/yolox_nano.onnx", "strides": [8, 16]}},
+        },
     }
     weights = tmp_path / "model.pt"
     weights.write_bytes(b"weights")
     record = sidecar_record(ckpt, weights)
     assert "/data" not in json.dumps(record)
     assert record["training"]["recipe"] == {"init_from": "model.pt", "lambdas": [0.1], "tau": 1.0}
+    assert record["architecture"]["machine_task"] == {"model": "yolox_nano.onnx", "strides": [8, 16]}
     assert record["training"]["init_from"]["sha256"] == "b" * 64 and record["total_steps"] == 8
     assert record["training"]["init_encoder_from"] == {"file": "q1.pth", "sha256": "c" * 64}
     assert record["trained_on"]["backbone"] == {"file": "q1.pth", "sha256": "a" * 64}
