@@ -83,3 +83,22 @@ def test_the_shipped_eac_modules_are_verified_and_run_from_another_folder(elsewh
         sidecar = json.loads((project_checkpoints() / "eac" / task / "rate-1" / "model.json").read_text())
         assert sidecar["sha256"] in shipped
     assert 0 < doc["results"]["bpp@yolox-nano"][0] < doc["results"]["bpp"][0]
+
+
+@pytest.mark.slow  # three SICMH rate points in a fresh process: the default tests code each shipped file already
+def test_sicmh_runs_with_its_shipped_weights_from_another_folder(elsewhere):
+    """`method=sicmh` with no other override: its own task (ESPNet) and every shipped rate, from any folder."""
+    pytest.importorskip("compressai")
+    if not os.environ.get("HMC_BENCH_WEIGHTS"):
+        pytest.skip("HMC_BENCH_WEIGHTS is unset: ESPNet's weights are a download")
+    run = bench(
+        "run", "method=sicmh", "dataset=folder", "dataset.root=images", "results_dir=out", "progress=false",
+        "device=cpu", cwd=elsewhere, without=("HMC_BENCH_CHECKPOINTS",),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    doc = json.loads((elsewhere / "out" / "folder-images" / "sicmh.json").read_text())
+    results = doc["results"]
+    assert len(results["bpp"]) >= 3 and all(0 < b < h for b, h in zip(results["bpp@espnet"], results["bpp"]))
+    shipped = {w["sha256"] for w in doc["meta"]["weights"]}
+    sidecar = json.loads((project_checkpoints() / "sicmh" / "espnet" / "rate-1" / "model.json").read_text())
+    assert sidecar["sha256"] in shipped
