@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from compressai.ops import compute_padding
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
+from learned_method_fixtures import one_torch_thread  # noqa: F401 - an autouse fixture
 
 from bench.io.digests import file_sha256
 from bench.methods.base import HUMAN, Bitstream
@@ -38,14 +39,6 @@ def label(path: Path) -> str:
 
 def sidecar(weights: Path) -> dict:
     return json.loads(weights.with_suffix(".json").read_text())
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("weights", shipped(), ids=label)
